@@ -1,0 +1,119 @@
+"""The experiment config tree: one dataclass per section, loaded from YAML with key=value overrides.
+
+    cfg = load_experiment("configs/quickstart.yaml", ["train.epochs=3", "model.hamur.rank=16"])
+
+Sections: data, model, embedding, train, checkpoint, ray, run. Every component reads its settings
+from this one tree; there is no second way to pass settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hamur_dist import config_loader
+from hamur_dist.config_loader import ConfigError
+from hamur_dist.model.config import ModelConfig
+
+__all__ = ["ExperimentConfig", "load_experiment", "ConfigError"]
+
+
+@dataclass
+class PrepareSpec:
+    """How to make the dataset if ``data.path`` does not exist yet (used by the quickstart)."""
+    dataset: str = "synthetic"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    path: str = ""                              # a prepared dataset directory (manifest.json + shards)
+    prepare: PrepareSpec | None = None          # make it first when missing (cached afterwards)
+    batch_size: int = 4096                      # per worker
+    eval_batch_size: int = 16384
+    shuffle_files: bool = True                  # new file order every epoch
+    local_shuffle_buffer: int = 0               # rows; 0 = off
+    materialize: bool = False                   # keep the dataset in the object store across epochs
+    verify_hashes: bool = True                  # check shard content hashes against the manifest before training
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("data.batch_size and data.eval_batch_size must be >= 1")
+
+
+@dataclass
+class EmbeddingConfig:
+    sharding: Literal["auto", "replicated", "row_wise", "table_wise"] = "replicated"
+    overrides: dict[str, str] = field(default_factory=dict)   # table name -> scheme
+    auto_row_wise_min_rows: int = 1_000_000                   # auto: tables at least this big go row-wise
+    sparse_optimizer: Literal["adam", "adagrad"] = "adam"
+    sparse_lr: float | None = None                            # default: train.lr
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5        # < 1 on small machines so Ray Data read tasks can still run
+    precision: Literal["fp32", "bf16"] = "fp32"   # bf16 autocast on GPU
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    epochs: int = 10
+    patience: int = 3                   # epochs without a better overall val AUC before stopping; 0 = off
+    seed: int = 2022
+    log_every_steps: int = 50
+    max_steps_per_epoch: int = 0        # 0 = whole epoch; >0 only for smoke tests
+    fail_at_step: int = -1              # fault injection for tests: raise once at this global step
+
+    def validate(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError("train.num_workers must be >= 1")
+        if self.epochs < 1:
+            raise ConfigError("train.epochs must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError("train.lr must be > 0")
+
+
+@dataclass
+class CheckpointConfig:
+    every_epochs: int = 1
+    num_to_keep: int = 2
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None          # join this cluster (also RAY_ADDRESS); None = start a local one
+    num_cpus: int | None = None         # local Ray only; None = logical CPUs = 2 x cores, at least 4
+    object_store_mb: int = 1024         # local Ray only
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None             # default: <config stem>-<timestamp>
+    storage_path: str = "runs"          # made absolute; a URI (s3://, gs://) is passed to Ray as is
+    max_failures: int = 0               # worker-group restarts from the last checkpoint
+    resume: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def load_experiment(path: str | Path | None, overrides=()) -> ExperimentConfig:
+    return config_loader.load(ExperimentConfig, path, overrides)
+
+
+def to_dict(cfg: Any) -> Any:
+    return config_loader.to_dict(cfg)
+
+
+def from_dict(data: dict) -> ExperimentConfig:
+    return config_loader.build(ExperimentConfig, data)

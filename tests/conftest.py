@@ -1,0 +1,49 @@
+"""Shared fixtures: the real datasets in ../shared/data and one Ray instance for the whole session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before anything imports torch or Ray: one intra-op thread per process (2 cores are shared by
+# several processes; more threads collapse throughput), and explicit Ray auth (no hidden state in $HOME).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("HAMUR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if path.exists():
+        return path
+    reason = f"real data not found at {path} (set HAMUR_SHARED_DATA to the shared/data folder)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + "; CI must run every real-data test")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The ../shared/data folder: skipped for users without it, a failure in CI."""
+    return _need(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def ml1m_dir(shared_data) -> Path:
+    return _need(shared_data / "movielens-1m" / "full")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs it: logical CPUs leave room for Ray Data read tasks."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, object_store_memory=512 * 1024**2, include_dashboard=False,
+                 log_to_driver=True, configure_logging=False)
+    yield ray
+    ray.shutdown()
