@@ -1,0 +1,54 @@
+"""``hamur train``: load the config (default configs/quickstart.yaml), train, print the test table."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/quickstart.yaml"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=f"experiment YAML (default: {DEFAULT_CONFIG})")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def _default_config() -> str:
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / DEFAULT_CONFIG).is_file():
+            return str(base / DEFAULT_CONFIG)
+    return DEFAULT_CONFIG
+
+
+def run(args: argparse.Namespace) -> int:
+    from hamur_dist.config import load_experiment
+    from hamur_dist.config_loader import apply_overrides, build, to_dict
+    from hamur_dist.config import ExperimentConfig
+    from hamur_dist.train.outputs import markdown_table
+    from hamur_dist.train.trainer import TrainingError, load_run_config, train
+
+    if args.resume:
+        if args.config:
+            print("hamur train: --resume uses the run's own config.yaml; --config is ignored")
+        base = to_dict(load_run_config(args.resume))
+        cfg = build(ExperimentConfig, apply_overrides(base, args.overrides))
+        run_dir = Path(args.resume).absolute()
+        cfg.run.name, cfg.run.storage_path, cfg.run.resume = run_dir.name, str(run_dir.parent), True
+        config_path = None
+    else:
+        config_path = args.config or _default_config()
+        cfg = load_experiment(config_path, args.overrides)
+    if args.address:
+        cfg.ray.address = args.address
+    try:
+        result = train(cfg, config_path)
+    except TrainingError as exc:
+        print(f"hamur train: {exc}")
+        return 1
+    test = result.report.get("test")
+    if test:
+        print(f"\nTest metrics per domain (best epoch {result.report.get('best_epoch')}):\n")
+        print(markdown_table(test))
+    print(f"run directory: {result.run_dir}")
+    return 0

@@ -1,0 +1,167 @@
+"""The driver side of ``hamur train``: resolve config and dataset, start or join Ray, run TorchTrainer.
+
+    result = train(load_experiment("configs/quickstart.yaml"))
+    result.report["test"]["overall"]["auc"]
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hamur_dist.config import ExperimentConfig, RayConfig, from_dict, to_dict
+from hamur_dist.config_loader import ConfigError, read_yaml
+from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest
+
+
+class TrainingError(RuntimeError):
+    """Training stopped; the message says why (worker errors are unwrapped)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    report: dict
+    history: list[dict]
+    checkpoint_path: str | None
+
+
+@contextlib.contextmanager
+def ray_cluster(rc: RayConfig, log=print):
+    """Join ``rc.address`` / ``RAY_ADDRESS`` if given, else start a local Ray for this run only."""
+    import ray
+
+    if ray.is_initialized():  # a caller (test, Tune, notebook) owns the connection
+        yield
+        return
+    address = rc.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log(f"[hamur] joining Ray cluster at {address}")
+        ray.init(address=address, log_to_driver=True)
+    else:
+        cpus = rc.num_cpus or max(4, 2 * (os.cpu_count() or 1))
+        log(f"[hamur] starting local Ray ({cpus} logical CPUs, {rc.object_store_mb} MB object store)")
+        ray.init(num_cpus=cpus, object_store_memory=rc.object_store_mb * 1024**2,
+                 include_dashboard=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def ensure_dataset(cfg: ExperimentConfig, log=print) -> tuple[str, Manifest]:
+    """The dataset directory (absolute) and its manifest; prepared first if missing and ``data.prepare`` says how."""
+    if not cfg.data.path:
+        raise ConfigError("data.path is empty: name a dataset prepared with `hamur prepare`")
+    root = Path(cfg.data.path).expanduser().absolute()
+    if not (root / "manifest.json").is_file() and cfg.data.prepare is not None:
+        from hamur_dist.data import prepare
+
+        log(f"[hamur] dataset {root} not found: preparing it ({cfg.data.prepare.dataset}, {cfg.data.prepare.args})")
+        prepare(cfg.data.prepare.dataset, root, **cfg.data.prepare.args)
+    manifest = load_manifest(root)
+    if cfg.data.verify_hashes:
+        from hamur_dist.data.validation import verify_dataset
+
+        verify_dataset(root, check_hashes=True)
+    return str(root), manifest
+
+
+def resolve_run(cfg: ExperimentConfig, config_path: str | None) -> tuple[str, str, Path]:
+    """(name, storage_path for Ray, run_dir for our files). A URI storage keeps our files in ./runs."""
+    stem = Path(config_path).stem if config_path else "run"
+    name = cfg.run.name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = cfg.run.storage_path
+    if "://" in storage:
+        return name, storage, Path("runs").absolute() / name
+    storage = str(Path(storage).expanduser().absolute())  # relative paths vanish inside Ray jobs
+    return name, storage, Path(storage) / name
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"cannot resume: {path} not found (is {run_dir} a run directory?)")
+    return from_dict(read_yaml(path))
+
+
+def _unwrap(exc: BaseException) -> str:
+    """The first worker error's message, without Ray's wrapping."""
+    from hamur_dist.train.checkpoint import CheckpointError
+    from hamur_dist.train.pipeline import InputDataError
+
+    seen = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen or e is None:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (InputDataError, CheckpointError, ManifestError, ConfigError)):
+            return f"{type(e).__name__}: {e}"
+        for attr in ("worker_failures", "_worker_failures"):
+            failures = getattr(e, attr, None)
+            if isinstance(failures, dict):
+                stack.extend(failures.values())
+        stack.extend([e.__cause__, e.__context__, getattr(e, "cause", None)])
+    return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+
+def train(cfg: ExperimentConfig, config_path: str | None = None, log=print) -> TrainResult:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from hamur_dist.train.loop import train_loop_per_worker
+    from hamur_dist.train.outputs import RunOutputs
+    from hamur_dist.train.pipeline import exact_split_data_config, read_split
+
+    root, manifest = ensure_dataset(cfg, log)
+    name, storage, run_dir = resolve_run(cfg, config_path)
+    if run_dir.exists() and not cfg.run.resume and (run_dir / "config.yaml").exists():
+        raise ConfigError(f"run directory {run_dir} exists: pass --resume {run_dir} to continue it, "
+                          "or choose another run.name")
+    cfg.run.name = name
+    RunOutputs(run_dir).write_config(to_dict(cfg))
+    log(f"[hamur] run {name}: {cfg.train.num_workers} workers x batch {cfg.data.batch_size} "
+        f"= global batch {cfg.train.num_workers * cfg.data.batch_size}; run dir {run_dir}")
+
+    with ray_cluster(cfg.ray, log):
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # rank 0 prints its own progress lines; Ray's bars flood logs
+        ctx.print_on_execution_start = False
+        datasets = {split: read_split(root, manifest, split, cfg.data.shuffle_files and split == "train",
+                                      cfg.train.seed) for split in ("train", "val", "test")}
+        if cfg.data.materialize:
+            datasets = {k: v.materialize() for k, v in datasets.items()}
+        resources = {"CPU": cfg.train.cpus_per_worker}
+        if cfg.train.use_gpu:
+            resources["GPU"] = 1
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"experiment": to_dict(cfg), "dataset_root": root, "run_dir": str(run_dir)},
+            scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                         resources_per_worker=resources),
+            run_config=RunConfig(name=name, storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep)),
+            datasets=datasets,
+            dataset_config=exact_split_data_config(),
+        )
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # noqa: BLE001 - re-raised with the worker's own message
+            raise TrainingError(f"training failed: {_unwrap(exc)} (run dir {run_dir}; "
+                                f"resume with `hamur train --resume {run_dir}`)") from exc
+        if result.error is not None:
+            raise TrainingError(f"training failed: {_unwrap(result.error)} (run dir {run_dir})")
+
+    report_path = run_dir / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    history = RunOutputs(run_dir).history()
+    ckpt_path = result.checkpoint.path if result.checkpoint is not None else None
+    return TrainResult(run_dir=run_dir, report=report, history=history, checkpoint_path=ckpt_path)
