@@ -1,0 +1,116 @@
+"""End to end on the shared Ray instance: train, outputs, exactly-once, resume, artifact, bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hamur_dist.config import load_experiment
+from hamur_dist.data.manifest import load_manifest
+from hamur_dist.train.trainer import TrainingError, train
+
+pytestmark = pytest.mark.slow
+
+BASE = ["data.batch_size=256", "model.hidden_dims=[32,16]", "model.hamur.enabled=true", "model.hamur.rank=4",
+        "model.hamur.hyper_hidden=[16]", "train.lr=0.01", "train.log_every_steps=0", "train.patience=0"]
+
+
+def _cfg(root, storage, *extra):
+    return load_experiment(None, [f"data.path={root}", f"run.storage_path={storage}", *BASE, *extra])
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, tiny_dataset, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    cfg = _cfg(tiny_dataset, storage, "train.epochs=1", "run.name=r1")
+    return train(cfg, log=lambda *_: None), storage
+
+
+def test_run_writes_every_output_and_learns(first_run, tiny_dataset):
+    result, _ = first_run
+    d = result.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "report.json", "report.md", "val_auc.png",
+                 "model/model.pt", "model/manifest.json"):
+        assert (d / name).is_file(), name
+    assert any((d / "tb").iterdir())
+    report = json.loads((d / "report.json").read_text())
+    assert report["test"]["overall"]["auc"] > 0.65
+    assert [e["count"] for e in report["test"]["domains"]] == load_manifest(tiny_dataset).splits["test"].rows_per_domain
+    assert "| **all** |" in (d / "report.md").read_text()
+
+
+def test_every_training_sample_seen_exactly_once_per_epoch(first_run, tiny_dataset):
+    result, _ = first_run
+    rows = load_manifest(tiny_dataset).splits["train"].rows
+    for epoch in result.history:
+        assert epoch["train/samples"] == rows
+
+
+def test_resume_continues_from_checkpoint(first_run, tiny_dataset):
+    result, storage = first_run
+    from hamur_dist.cli import main
+
+    before = result.history[0]
+    assert main(["train", "--resume", str(result.run_dir), "train.epochs=2"]) == 0
+    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[0]["train/loss"] == pytest.approx(before["train/loss"])  # epoch 0 was not redone
+    assert history[1]["global_step"] > history[0]["global_step"]
+    assert history[1]["train/samples"] == load_manifest(tiny_dataset).splits["train"].rows
+
+
+def test_artifact_loads_without_ray_and_evaluate_matches_report(first_run, tiny_dataset):
+    import subprocess
+    import sys
+
+    result, _ = first_run
+    code = ("import sys, json; from hamur_dist.infer.evaluate import evaluate_model; "
+            f"r = evaluate_model({str(result.run_dir)!r}, {str(tiny_dataset)!r}, 'test'); "
+            "assert 'ray' not in sys.modules, 'ray imported'; print(json.dumps(r['overall']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    overall = json.loads(out.stdout.strip().splitlines()[-1])
+    report = json.loads((result.run_dir / "report.json").read_text())
+    assert overall["auc"] == pytest.approx(report["test"]["overall"]["auc"], abs=1e-5)
+
+
+def test_bad_id_at_training_time_names_shard_row_and_column(ray_session, tiny_dataset, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root)
+    shard = root / load_manifest(root).splits["train"].shards[1].path
+    table = pq.read_table(shard)
+    items = table.column("item").to_pylist()
+    items[7] = 10_000  # outside the 300-row table
+    pq.write_table(table.set_column(table.schema.get_field_index("item"), "item", pa.array(items, pa.int64())), shard)
+    cfg = _cfg(root, tmp_path / "runs", "train.epochs=1", "data.verify_hashes=false")
+    with pytest.raises(TrainingError) as err:
+        train(cfg, log=lambda *_: None)
+    msg = str(err.value)
+    assert str(shard) in msg and "row 7" in msg and "'item'" in msg
+
+
+@pytest.mark.parametrize("case", ["missing", "mismatch", "config"])
+def test_bad_inputs_give_one_clear_line(tiny_dataset, tmp_path, capsys, case):
+    from hamur_dist.cli import main
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("train:\n  epochs: 1\n")
+    if case == "missing":
+        args = ["train", "--config", str(empty), f"data.path={tmp_path / 'nope'}", f"run.storage_path={tmp_path}"]
+    if case == "mismatch":
+        root = tmp_path / "ds"
+        shutil.copytree(tiny_dataset, root)
+        manifest = json.loads((root / "manifest.json").read_text())
+        manifest["splits"]["val"]["shards"][0]["rows"] += 1
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        args = ["train", "--config", str(empty), f"data.path={root}", f"run.storage_path={tmp_path}"]
+    if case == "config":
+        args = ["train", "--config", str(empty), f"data.path={tiny_dataset}", "train.epochz=3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hamur train: error:") and "Traceback" not in err
+    expected = {"missing": f"dataset directory not found: {tmp_path / 'nope'}",
+                "mismatch": "val/part-00000.parquet: has", "config": "unknown config key 'train.epochz'"}[case]
+    assert expected in err
