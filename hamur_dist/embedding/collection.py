@@ -1,0 +1,248 @@
+"""``ShardedEmbeddingCollection``: ``EmbeddingCollection``'s interface over tables spread across workers.
+
+Replicated tables are ordinary ``nn.Embedding`` parameters under ``tables.<name>`` (DDP syncs them,
+the dense optimiser updates them). Row-wise and table-wise tables are not parameters at all: each
+worker keeps the rows it owns, for all such tables, in one plain tensor ``local_weight`` (not a
+parameter or buffer, so neither DDP nor ``state_dict`` sees it) that ``SparseRowOptimizer`` updates.
+
+Global row space. The sharded rows of all tables are numbered in one space: rank 0's local rows
+first, then rank 1's, and so on; inside a rank, table by table in ``specs`` order. A (table, id)
+pair maps to ``fused = id + offset[table][owner]``. Sorting the fused ids therefore groups them by
+owner, so one ``torch.unique`` both deduplicates a batch and orders it for the all-to-all.
+
+Forward, per batch (one exchange for all sharded tables together):
+1. fused ids of every sharded column, ``torch.unique`` -> sorted unique ids + inverse;
+2. all-to-all of the per-owner counts, then of the unique ids;
+3. each owner gathers the asked-for rows from ``local_weight``;
+4. all-to-all of the rows back (``exchange_rows``, autograd-aware), ``rows[inverse]``.
+Backward sends the row gradients to the owners, who keep them (with the local row index) until
+``SparseRowOptimizer.step`` sums duplicates and updates those rows. forward is a collective: every
+rank calls it the same number of times, and runs backward through it, even with an empty batch.
+
+Gradient scale: by default the gradients of sharded rows are divided by the world size, the same
+averaging DDP applies to replicated tables, so a table trains the same whichever scheme holds it.
+"""
+from __future__ import annotations
+
+import zlib
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from hamur_dist.embedding.exchange import Exchanger, exchange_rows
+from hamur_dist.embedding.planner import ShardingPlan, TablePlacement
+from hamur_dist.model.embedding import TableSpec
+
+INIT_CHUNK_ROWS = 1 << 16
+
+
+def init_rows(out: torch.Tensor, table: str, row_start: int, std: float, seed: int) -> None:
+    """Fill ``out`` with rows ``row_start..`` of ``table``'s N(0, std) initialisation.
+
+    Rows are drawn in fixed chunks, each from its own generator seeded by (seed, table, chunk), so a
+    row gets the same value whichever worker holds it and whatever the world size.
+    """
+    end = row_start + out.shape[0]
+    first, last = row_start // INIT_CHUNK_ROWS, (end - 1) // INIT_CHUNK_ROWS
+    gen = torch.Generator(device=out.device)
+    for chunk in range(first, last + 1):
+        gen.manual_seed((seed * 1_000_003 + zlib.crc32(table.encode()) * 8_191 + chunk) % (2**63))
+        lo = chunk * INIT_CHUNK_ROWS
+        values = torch.empty(INIT_CHUNK_ROWS, out.shape[1], device=out.device).normal_(0.0, std, generator=gen)
+        a, b = max(lo, row_start), min(lo + INIT_CHUNK_ROWS, end)
+        out[a - row_start:b - row_start] = values[a - lo:b - lo]
+
+
+class ShardedEmbeddingCollection(nn.Module):
+    def __init__(self, specs: list[TableSpec], plan: ShardingPlan, rank: int, world_size: int,
+                 init_std: float = 1e-2, process_group=None, device: str | torch.device = "cpu",
+                 init_seed: int | None = None, average_grads: bool = True):
+        super().__init__()
+        if not specs:
+            raise ValueError("ShardedEmbeddingCollection needs at least one table")
+        if plan.world_size != world_size or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} / world_size {world_size} do not fit a plan for {plan.world_size} workers")
+        if world_size > 1 and dist.is_initialized():
+            group_rank, group_size = dist.get_rank(process_group), dist.get_world_size(process_group)
+            if (group_rank, group_size) != (rank, world_size):
+                raise ValueError(f"rank {rank} / world_size {world_size} differ from the process group's "
+                                 f"{group_rank} / {group_size}")
+        elif world_size > 1:
+            raise RuntimeError("world_size > 1 needs torch.distributed to be initialised first")
+        for spec in specs:
+            placed = plan.placement(spec.name)
+            if (placed.num_rows, placed.dim) != (spec.num_rows, spec.dim):
+                raise ValueError(f"table '{spec.name}': spec has {spec.num_rows} x {spec.dim}, "
+                                 f"plan has {placed.num_rows} x {placed.dim}")
+        if len({s.dim for s in specs}) != 1:
+            raise ValueError(f"all tables must share one dim (forward stacks them), got {[s.dim for s in specs]}")
+        self.specs = list(specs)
+        self.plan = plan
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device)
+        self.dim = specs[0].dim
+        self.grad_scale = 1.0 / world_size if average_grads else 1.0
+        self.exchanger = Exchanger(rank, world_size, process_group, self.device)
+        seed = torch.initial_seed() if init_seed is None else init_seed
+
+        placements = [plan.placement(s.name) for s in specs]
+        self.tables = nn.ModuleDict()
+        for p in placements:
+            if not p.is_sharded:
+                table = nn.Embedding(p.num_rows, p.dim, device=self.device)
+                with torch.no_grad():
+                    init_rows(table.weight, p.name, 0, init_std, seed)
+                self.tables[p.name] = table
+        self._replicated_cols = [i for i, p in enumerate(placements) if not p.is_sharded]
+        self._sharded_cols = [i for i, p in enumerate(placements) if p.is_sharded]
+        self._sharded: list[TablePlacement] = [placements[i] for i in self._sharded_cols]
+
+        # Local layout of every rank, so each rank can compute any id's place in the global row space.
+        rows_on = [[p.rows_on(r) for p in self._sharded] for r in range(world_size)]
+        rank_rows = [sum(r) for r in rows_on]
+        self._rank_base = [sum(rank_rows[:r]) for r in range(world_size + 1)]
+        self._local_base: dict[str, int] = {}     # this rank: table -> first row in local_weight
+        offsets = []
+        for j, p in enumerate(self._sharded):
+            per_rank = []
+            for r in range(world_size):
+                base = self._rank_base[r] + sum(rows_on[r][:j])
+                per_rank.append(base - p.row_range(r)[0])
+                if r == rank:
+                    self._local_base[p.name] = base - self._rank_base[r]
+            offsets.append(per_rank)
+        self._fused_offset = torch.tensor(offsets, dtype=torch.int64, device=self.device).reshape(-1, world_size)
+        self._rank_ends = torch.tensor(self._rank_base[1:], dtype=torch.int64, device=self.device)
+        self._num_rows = torch.tensor([p.num_rows for p in self._sharded], dtype=torch.int64, device=self.device)
+
+        self.local_weight = torch.empty(rank_rows[rank], self.dim, device=self.device)
+        for p in self._sharded:
+            if p.rows_on(rank):
+                init_rows(self.local_table(p.name), p.name, p.row_range(rank)[0], init_std, seed)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []   # (local rows, their leaf with .grad)
+
+    # ----- interface shared with EmbeddingCollection -----
+    @property
+    def output_dim(self) -> int:
+        return sum(s.dim for s in self.specs)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, F) int64 -> (B, F, dim). A collective: see the module docstring."""
+        if ids.dim() != 2 or ids.shape[1] != len(self.specs):
+            raise ValueError(f"expected ids of shape (B, {len(self.specs)}), got {tuple(ids.shape)}")
+        if ids.dtype != torch.int64:
+            raise ValueError(f"expected int64 ids, got {ids.dtype}")
+        ids = ids.to(self.device)
+        columns: list[torch.Tensor | None] = [None] * len(self.specs)
+        for i in self._replicated_cols:
+            columns[i] = self.tables[self.specs[i].name](ids[:, i])
+        if self._sharded:
+            looked_up = self._lookup_sharded(ids[:, self._sharded_cols])
+            for j, i in enumerate(self._sharded_cols):
+                columns[i] = looked_up[:, j]
+        return torch.stack(columns, dim=1)
+
+    def _lookup_sharded(self, ids: torch.Tensor) -> torch.Tensor:
+        bad = (ids < 0) | (ids >= self._num_rows)
+        if bool(bad.any()):
+            j = int(bad.any(dim=0).nonzero()[0])
+            value = int(ids[:, j][bad[:, j]][0])
+            raise ValueError(f"table '{self._sharded[j].name}': id {value} outside [0, {self._sharded[j].num_rows})")
+        fused = torch.empty_like(ids)
+        for j, p in enumerate(self._sharded):
+            if p.scheme == "row_wise":
+                owner = torch.div(ids[:, j], p.block, rounding_mode="floor")
+                fused[:, j] = ids[:, j] + self._fused_offset[j][owner]
+            else:
+                fused[:, j] = ids[:, j] + self._fused_offset[j][p.owner]
+        unique, inverse = torch.unique(fused, sorted=True, return_inverse=True)
+        # unique is sorted and each owner's ids form one range of the global space
+        cum = torch.searchsorted(unique, self._rank_ends)
+        send_counts = torch.diff(cum, prepend=cum.new_zeros(1))
+        recv_counts = self.exchanger.exchange_counts(send_counts)
+        wanted, owned = send_counts.tolist(), recv_counts.tolist()
+        asked = self.exchanger.all_to_all(unique, wanted, owned)
+        local_rows = asked - self._rank_base[self.rank]
+        rows = self.local_weight.index_select(0, local_rows)     # index_select: fastest gather on CPU
+        if torch.is_grad_enabled():
+            rows.requires_grad_()
+            self._pending.append((local_rows, rows))
+        unique_rows = exchange_rows(rows, self.exchanger, owned, wanted, self.grad_scale)
+        # index_select's backward is index_add_ (cheaper than advanced indexing's index_put_ with accumulate)
+        return unique_rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, self.dim)
+
+    # ----- sharded-row gradients (consumed by SparseRowOptimizer) -----
+    def coalesced_grads(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sorted unique local rows, summed gradient rows) of every lookup with a backward since
+        the last ``clear_grads``. Rows looked up only without backward are not included."""
+        done = [(rows, leaf.grad) for rows, leaf in self._pending if leaf.grad is not None]
+        if not done:
+            return (torch.empty(0, dtype=torch.int64, device=self.device),
+                    torch.empty(0, self.dim, device=self.device))
+        rows = torch.cat([r for r, _ in done])
+        grads = torch.cat([g for _, g in done])
+        unique, inverse = torch.unique(rows, sorted=True, return_inverse=True)
+        summed = torch.zeros(unique.numel(), self.dim, dtype=grads.dtype, device=self.device)
+        return unique, summed.index_add_(0, inverse, grads)
+
+    def clear_grads(self) -> None:
+        self._pending.clear()
+
+    def sparse_grads(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per sharded table on this rank: (global ids, gradient rows), for tests and debugging."""
+        rows, grads = self.coalesced_grads()
+        out = {}
+        for p in self._sharded:
+            base, (start, end) = self._local_base[p.name], p.row_range(self.rank)
+            mask = (rows >= base) & (rows < base + end - start)
+            out[p.name] = (rows[mask] - base + start, grads[mask])
+        return out
+
+    # ----- layout, state, memory -----
+    def sharded_table_names(self) -> list[str]:
+        return [p.name for p in self._sharded]
+
+    def sharded_parameter_names(self) -> list[str]:
+        """``EmbeddingCollection`` state-dict keys this module holds sharded (not as parameters:
+        ``self.parameters()`` and DDP never see them)."""
+        return [f"tables.{name}.weight" for name in self.sharded_table_names()]
+
+    def local_row_range(self, name: str) -> tuple[int, int]:
+        """The ids ``[start, end)`` of table ``name`` held on this rank (all of them if replicated)."""
+        return self.plan.placement(name).row_range(self.rank)
+
+    def local_slice(self, name: str) -> slice:
+        """Where table ``name``'s local rows sit in ``local_weight`` (sharded tables only)."""
+        if name not in self._local_base:
+            raise KeyError(f"table '{name}' is not sharded (sharded tables: {self.sharded_table_names()})")
+        start, end = self.local_row_range(name)
+        return slice(self._local_base[name], self._local_base[name] + end - start)
+
+    def local_table(self, name: str) -> torch.Tensor:
+        """This rank's rows of table ``name`` (a view; the whole table if replicated)."""
+        if name in self.tables:
+            return self.tables[name].weight
+        return self.local_weight[self.local_slice(name)]
+
+    def local_bytes(self) -> int:
+        """Bytes of embedding tables this worker holds (its shards plus the replicated tables)."""
+        replicated = sum(t.weight.numel() * t.weight.element_size() for t in self.tables.values())
+        return self.local_weight.numel() * self.local_weight.element_size() + replicated
+
+    @torch.no_grad()
+    def load_full_state(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Take an ``EmbeddingCollection`` state dict (full tables) and keep this rank's rows."""
+        for spec in self.specs:
+            key = f"tables.{spec.name}.weight"
+            if key not in state_dict:
+                raise KeyError(f"state dict has no '{key}' (keys: {sorted(state_dict)})")
+            full = state_dict[key]
+            if tuple(full.shape) != (spec.num_rows, spec.dim):
+                raise ValueError(f"'{key}' has shape {tuple(full.shape)}, expected ({spec.num_rows}, {spec.dim})")
+            start, end = self.local_row_range(spec.name)
+            self.local_table(spec.name).copy_(full[start:end])
+
+    def extra_repr(self) -> str:
+        return (f"rank={self.rank}, world_size={self.world_size}, sharded={self.sharded_table_names()}, "
+                f"local_rows={self.local_weight.shape[0]:,}")
