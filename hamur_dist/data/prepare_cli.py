@@ -1,0 +1,71 @@
+"""``hamur prepare DATASET --out DIR [options]``: make a dataset and print what was made."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from hamur_dist.data import PREPARERS, prepare
+from hamur_dist.data.manifest import Manifest
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",") if x.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", choices=list(PREPARERS), help="what to prepare")
+    parser.add_argument("--out", required=True, help="dataset directory to create")
+    parser.add_argument("--source", help="input: a folder, a file, a .zip or a URL (movielens); "
+                        "movielens defaults to the GroupLens download")
+    parser.add_argument("--schema", help="table: the YAML schema of your data (see configs/datasets/)")
+    parser.add_argument("--rows", type=int, help="synthetic: number of rows")
+    parser.add_argument("--seed", type=int, help="split / generator seed (default 2022)")
+    parser.add_argument("--shard-rows", type=int, help="rows per Parquet shard")
+    parser.add_argument("--row-group-rows", type=int, help="rows per Parquet row group")
+    parser.add_argument("--chunk-rows", type=int, help="rows read and processed at a time (memory bound)")
+    parser.add_argument("--bad-rows", choices=["fail", "skip"], help="on a bad row: stop (default) or skip and count")
+    parser.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
+    parser.add_argument("--split", choices=["random", "time"], help="movielens: random 80/10/10 or time-ordered")
+    parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
+                        help="keep input order inside each split (default: shuffle rows)")
+    parser.add_argument("--sha256", help="expected sha256 of a downloaded archive")
+    parser.add_argument("--download-dir", help="where downloads are kept (default ~/.cache/hamur-dist)")
+    parser.add_argument("--workers", type=int, help="synthetic: generator processes (default: all CPUs)")
+    parser.add_argument("--num-domains", type=int, help="synthetic: number of domains")
+    parser.add_argument("--domain-weights", type=_floats, help="synthetic: relative domain sizes, e.g. 32,0.6,52")
+    parser.add_argument("--vocab-sizes", type=_ints, help="synthetic: vocabulary size per sparse feature, e.g. 1e8,1000")
+    parser.add_argument("--num-dense", type=int, help="synthetic: number of dense features")
+
+
+_OPTION_NAMES = ["source", "schema", "rows", "seed", "shard_rows", "row_group_rows", "chunk_rows", "bad_rows",
+                 "overwrite", "split", "shuffle", "sha256", "download_dir", "workers", "num_domains",
+                 "domain_weights", "vocab_sizes", "num_dense"]
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
+    started = time.perf_counter()
+    manifest = prepare(args.dataset, args.out, **options)
+    print(summary(manifest, args.out, time.perf_counter() - started))
+    return 0
+
+
+def summary(manifest: Manifest, out, seconds: float) -> str:
+    total = sum(s.rows for s in manifest.splits.values())
+    lines = [f"prepared {manifest.name} -> {out}: {total:,} rows in {seconds:.1f} s ({total / seconds:,.0f} rows/s)"]
+    names = manifest.domain.names
+    lines.append(f"  {'split':<6} {'rows':>12} {'shards':>6} {'pos.rate':>8}  rows per domain")
+    for split, info in manifest.splits.items():
+        per_domain = ", ".join(f"{n}: {r:,}" for n, r in zip(names, info.rows_per_domain))
+        lines.append(f"  {split:<6} {info.rows:>12,} {len(info.shards):>6} {info.positive_rate:>8.4f}  {per_domain}")
+    lines.append("  sparse: " + ", ".join(f"{f.name}({f.vocab_size:,}{' hashed' if f.hashed else ''})"
+                                          for f in manifest.sparse))
+    if manifest.dense:
+        lines.append("  dense: " + ", ".join(f"{f.name}({f.scaling})" for f in manifest.dense))
+    if manifest.skipped_rows:
+        lines.append("  skipped rows: " + ", ".join(f"{k}: {v:,}" for k, v in manifest.skipped_rows.items()))
+    return "\n".join(lines)

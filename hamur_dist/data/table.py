@@ -1,0 +1,317 @@
+"""The general preparer: any CSV / Parquet files + a ``TableSchema`` -> sharded Parquet + manifest.
+
+Two streaming passes over the input, chunk by chunk:
+  pass 1: check every row, count vocabularies, dense statistics, rows per split;
+  pass 2: check again (same verdicts), encode, assign split and shard, write.
+Bad rows (null or non-0/1 label, unknown domain, NaN/inf dense value, negative or out-of-vocabulary
+id) raise ``DataError`` naming file, row and column, or are skipped and counted (``bad_rows="skip"``).
+The dataset-specific preparers (MovieLens, Ali-CCP) are configurations of this one path.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from hamur_dist.config_loader import ConfigError
+from hamur_dist.data.encoders import DenseScaler, HashEncoder, IdentityEncoder, ValueCounter, VocabularyEncoder
+from hamur_dist.data.manifest import SPLITS, DenseFeature, DomainInfo, Manifest, SparseFeature
+from hamur_dist.data.sources import Chunk, InputFile, MalformedRows, ReadOptions, iter_chunks
+from hamur_dist.data.splitting import (QuotaDraw, ShuffledSplits, assign_by_time, filter_rows, split_sizes,
+                                       take_split, time_cutoffs)
+from hamur_dist.data.table_schema import TableSchema
+from hamur_dist.data.validation import DataError, shard_schema
+from hamur_dist.data.writer import SplitWriter, StagedOutput, dictionary_columns
+
+Transform = Callable[[Chunk], pa.Table]
+
+
+def column_kinds(schema: TableSchema) -> dict[str, str]:
+    """What each raw column must hold: int, numeric, string or any (CSV columns are read as such)."""
+    wanted: list[tuple[str, str]] = []
+    for f in schema.sparse:
+        wanted.append((f.source, "int" if f.encoding == "identity" else
+                       {"int": "int", "string": "string", "auto": "any"}[f.dtype]))
+    wanted += [(f.source, "numeric") for f in schema.dense]
+    wanted += [(c, "numeric") for c in (schema.label.column, *schema.extra_labels)]
+    d = schema.domain
+    if d.mapping:
+        wanted.append((d.column, "int" if isinstance(next(iter(d.mapping)), int) else "string"))
+    else:
+        wanted.append((d.column, "numeric" if d.bins else "int"))
+    if schema.split.method == "time":
+        wanted.append((schema.split.time_column, "numeric"))
+    kinds: dict[str, str] = {}
+    for column, kind in wanted:
+        have = kinds.get(column, "any")
+        if have == "any" or have == kind or kind == "any":
+            kinds[column] = kind if have == "any" else have
+        elif {have, kind} == {"int", "numeric"}:
+            kinds[column] = "int"
+        else:
+            raise ConfigError(f"column '{column}' is used as {have} and as {kind}")
+    return kinds
+
+
+class _Rows:
+    """Checks and encodes one chunk according to the schema."""
+
+    def __init__(self, schema: TableSchema, bad_rows: str):
+        self.schema, self.bad_rows = schema, bad_rows
+        self.sparse = {f.name: _encoder(f) for f in schema.sparse}
+        self.dense = {f.name: DenseScaler(f.scaling) for f in schema.dense}
+        d = schema.domain
+        if d.mapping:
+            keys = list(d.mapping)
+            self.domain_keys = pa.array(keys, pa.int64() if isinstance(keys[0], int) else pa.string())
+            self.domain_ids = np.array([d.mapping[k] for k in keys], dtype=np.int64)
+        self.skipped: dict[str, int] = {}
+
+    # --- checks ------------------------------------------------------------------------------
+    def problems(self, table: pa.Table) -> list[tuple[str, str, np.ndarray]]:
+        """(reason, column, bad-row mask) for every kind of bad value in the chunk."""
+        s, out = self.schema, []
+        for column in (s.label.column, *s.extra_labels):
+            values = table.column(column)
+            nulls = _nulls(values)
+            out.append(("null label", column, nulls))
+            if column != s.label.column or s.label.threshold is None:
+                v = _floats(values)
+                out.append(("label outside {0,1}", column, (v != 0) & (v != 1) & ~nulls))
+        out.append(("unknown domain", s.domain.column, self._domains(table.column(s.domain.column)) < 0))
+        for f in s.dense:
+            v, nulls = _floats(table.column(f.source)), _nulls(table.column(f.source))
+            out.append(("null dense value", f.source, nulls))
+            bad = ~np.isfinite(v) & ~nulls
+            if f.scaling == "log1p_minmax":
+                bad |= v <= -1
+            out.append(("NaN/inf dense value", f.source, bad))
+        for f in s.sparse:
+            if f.encoding == "identity":
+                ids = pc.fill_null(table.column(f.source), 0).to_numpy()
+                out.append(("negative id", f.source, ids < 0))
+                if f.vocab_size:
+                    out.append(("out-of-vocabulary id", f.source, ids >= f.vocab_size))
+        if s.split.method == "time":
+            out.append(("null time", s.split.time_column, _nulls(table.column(s.split.time_column))))
+        return out
+
+    def valid_rows(self, chunk: Chunk, table: pa.Table, count: bool) -> np.ndarray:
+        valid = np.ones(table.num_rows, dtype=bool)
+        for reason, column, bad in self.problems(table):
+            bad = bad & valid
+            if not bad.any():
+                continue
+            i = int(np.flatnonzero(bad)[0])
+            if self.bad_rows == "fail":
+                raise DataError(f"{reason}: {_show(table.column(column)[i])} (--bad-rows skip drops such rows)",
+                                file=chunk.file, row=chunk.row_offset + i, column=column)
+            if count:
+                self.skipped[reason] = self.skipped.get(reason, 0) + int(bad.sum())
+            valid &= ~bad
+        return valid
+
+    # --- passes ------------------------------------------------------------------------------
+    def observe(self, table: pa.Table) -> None:
+        for f in self.schema.sparse:
+            try:
+                self.sparse[f.name].observe(table.column(f.source).combine_chunks())
+            except TypeError as exc:
+                raise DataError(f"{exc}; set dtype: string for this feature", column=f.source) from None
+        for f in self.schema.dense:
+            self.dense[f.name].observe(_floats(table.column(f.source)))
+
+    def finish(self) -> None:
+        for encoder in (*self.sparse.values(), *self.dense.values()):
+            encoder.finish()
+
+    def encode(self, table: pa.Table) -> dict[str, np.ndarray]:
+        s, cols = self.schema, {}
+        for f in s.sparse:
+            cols[f.name] = self.sparse[f.name].encode(table.column(f.source).combine_chunks())
+        domain = self._domains(table.column(s.domain.column))
+        if s.domain.sparse_feature:
+            cols[s.domain.sparse_feature] = domain + 1
+        for f in s.dense:
+            cols[f.name] = self.dense[f.name].encode(_floats(table.column(f.source)))
+        cols["domain"] = domain
+        label = _floats(table.column(s.label.column))
+        cols["label"] = (label > s.label.threshold if s.label.threshold is not None else label).astype(np.float32)
+        for column in s.extra_labels:
+            cols[column] = _floats(table.column(column)).astype(np.float32)
+        return cols
+
+    def _domains(self, values: pa.ChunkedArray) -> np.ndarray:
+        """Domain id per row, -1 where unknown (null, unmapped, out of range)."""
+        d = self.schema.domain
+        if d.mapping:
+            index = pc.index_in(pc.cast(values, self.domain_keys.type), value_set=self.domain_keys)
+            index = pc.fill_null(index, -1).to_numpy()
+            return np.where(index >= 0, self.domain_ids[np.maximum(index, 0)], -1)
+        v = _floats(values)
+        if d.bins:
+            return np.where(np.isnan(v), -1, np.searchsorted(np.asarray(d.bins), v, side="right"))
+        ok = (v >= 0) & (v < d.num_domains) & (v == np.floor(v))
+        return np.where(ok, np.nan_to_num(v), -1).astype(np.int64)
+
+
+def _encoder(f):
+    if f.encoding == "hash":
+        return HashEncoder(f.buckets)
+    if f.encoding == "identity":
+        return IdentityEncoder(f.vocab_size)
+    return VocabularyEncoder(f.min_count)
+
+
+def _nulls(values) -> np.ndarray:
+    return pc.is_null(values).to_numpy(zero_copy_only=False) if values.null_count else np.zeros(len(values), bool)
+
+
+def _floats(values) -> np.ndarray:
+    """float64 numpy view of a numeric column, NaN where null."""
+    return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _show(value: pa.Scalar) -> str:
+    return "null" if not value.is_valid else repr(value.as_py())
+
+
+def _progress(desc: str, total: int | None, enabled: bool | None):
+    return tqdm(total=total, desc=desc, unit="rows", unit_scale=True, disable=None if enabled is None else not enabled,
+                dynamic_ncols=True, leave=False)
+
+
+def read_options_for(schema: TableSchema, chunk_rows: int, bad_rows: str) -> ReadOptions:
+    i = schema.input
+    return ReadOptions(columns=column_kinds(schema), drop=tuple(schema.drop), format=i.format, delimiter=i.delimiter,
+                       header=i.header, column_names=tuple(i.column_names), encoding=i.encoding,
+                       chunk_rows=chunk_rows, bad_rows=bad_rows)
+
+
+def prepare_table(schema: TableSchema, files: list[InputFile], out: str | Path, *,
+                  read: ReadOptions | None = None, transform: Transform | None = None,
+                  shard_rows: int = 1_000_000, row_group_rows: int = 65_536, chunk_rows: int = 262_144,
+                  bad_rows: str = "fail", overwrite: bool = False, progress: bool | None = None,
+                  source_info: dict | None = None) -> Manifest:
+    """Prepare ``files`` (each optionally bound to a split) as described by ``schema`` into ``out``."""
+    if bad_rows not in ("fail", "skip"):
+        raise ConfigError(f"bad_rows must be 'fail' or 'skip', got {bad_rows!r}")
+    if shard_rows < 1 or row_group_rows < 1 or chunk_rows < 1:
+        raise ConfigError("shard_rows, row_group_rows and chunk_rows must be >= 1")
+    if not files:
+        raise DataError("no input files")
+    by_file = schema.split.method == "files"
+    if by_file and any(f.split not in SPLITS for f in files):
+        raise ConfigError(f"split method 'files' needs every input file bound to one of {SPLITS}")
+    read = read or read_options_for(schema, chunk_rows, bad_rows)
+    read.chunk_rows, read.bad_rows = chunk_rows, bad_rows
+    started = time.perf_counter()
+    with StagedOutput(out, overwrite) as staged:
+        rows = _Rows(schema, bad_rows)
+        malformed = MalformedRows(bad_rows)
+        per_split = dict.fromkeys(SPLITS, 0)
+        times = ValueCounter() if schema.split.method == "time" else None
+
+        def chunks(count: bool):
+            for chunk in iter_chunks(files, read, malformed):
+                table = transform(chunk) if transform else chunk.table
+                valid = rows.valid_rows(chunk, table, count)
+                yield chunk, filter_rows(table, valid)
+
+        with _progress("pass 1/2: check + count", None, progress) as bar:
+            for chunk, table in chunks(count=True):
+                rows.observe(table)
+                per_split[chunk.split or "train"] += table.num_rows
+                if times is not None:
+                    times.add(pc.cast(table.column(schema.split.time_column), pa.float64()))
+                bar.update(chunk.table.num_rows)
+        skipped_malformed = malformed.count
+        rows.finish()
+        total = sum(per_split.values())
+        if total == 0:
+            raise DataError("no valid rows in the input", file=files[0].path)
+        cutoffs = None
+        if by_file:
+            sizes = [per_split[s] for s in SPLITS]
+        elif times is not None:
+            cutoffs, sizes = time_cutoffs(times.result(), schema.split.fractions)
+        else:
+            sizes = split_sizes(total, schema.split.fractions)
+        draw = QuotaDraw(sizes, np.random.default_rng([schema.split.seed, 1]))
+
+        manifest = _manifest(schema, rows, source_info)
+        out_schema = shard_schema(manifest)
+        writers = {s: SplitWriter(staged.path, s, out_schema, shard_rows, row_group_rows,
+                                  manifest.domain.num_domains, "domain", "label",
+                                  dictionary=dictionary_columns(manifest)) for s in SPLITS}
+        shuffled = (ShuffledSplits(staged.path / "_shuffle", dict(zip(SPLITS, sizes)), shard_rows,
+                                   schema.split.seed) if schema.split.shuffle else None)
+        written = 0
+        with _progress("pass 2/2: encode + write", total, progress) as bar:
+            for chunk, table in chunks(count=False):
+                encoded = pa.table(rows.encode(table))
+                if by_file:
+                    labels = np.full(encoded.num_rows, SPLITS.index(chunk.split))
+                elif cutoffs is not None:
+                    labels = assign_by_time(_floats(table.column(schema.split.time_column)), cutoffs)
+                else:
+                    labels = draw(encoded.num_rows)
+                for index, split in enumerate(SPLITS):
+                    part = take_split(encoded, labels, index)
+                    if shuffled is not None:
+                        shuffled.add(split, part)
+                    else:
+                        writers[split].append(part)
+                written += encoded.num_rows
+                bar.update(encoded.num_rows)
+        if written != total:
+            raise DataError(f"pass 2 read {written} valid rows, pass 1 read {total}: did the input change?",
+                            file=files[0].path)
+        if shuffled is not None:
+            with _progress("shuffle + write shards", total, progress) as bar:
+                shuffled.finish(writers, bar)
+        manifest.splits = {s: w.close() for s, w in writers.items()}
+        manifest.skipped_rows = dict(rows.skipped)
+        if skipped_malformed:
+            manifest.skipped_rows["malformed row"] = skipped_malformed
+        _write_vocabularies(staged.path, rows, manifest)
+        manifest.source["seconds"] = round(time.perf_counter() - started, 3)
+        staged.commit(manifest)
+    return manifest
+
+
+def _manifest(schema: TableSchema, rows: _Rows, source_info: dict | None) -> Manifest:
+    d = schema.domain
+    sparse = [SparseFeature(name=f.name, vocab_size=int(rows.sparse[f.name].vocab_size),
+                            hashed=rows.sparse[f.name].hashed, source=f.column if f.column != f.name else None)
+              for f in schema.sparse]
+    if d.sparse_feature:
+        sparse.append(SparseFeature(name=d.sparse_feature, vocab_size=d.count + 1, source=d.column))
+    dense = [DenseFeature(name=f.name, scaling=f.scaling, params=rows.dense[f.name].params) for f in schema.dense]
+    names = list(d.names) or [f"domain{i}" for i in range(d.count)]
+    info = {"preparer": "table", "split": schema.split.method, "seed": schema.split.seed,
+            "shuffle": schema.split.shuffle, **(source_info or {})}
+    return Manifest(name=schema.name, sparse=sparse, dense=dense,
+                    domain=DomainInfo(column="domain", num_domains=d.count, names=names),
+                    label="label", splits={}, extra_labels=list(schema.extra_labels),
+                    user_column=schema.user, source=info)
+
+
+def _write_vocabularies(root: Path, rows: _Rows, manifest: Manifest) -> None:
+    """vocab/<feature>.parquet: raw value -> id (and count), so new raw data can be encoded the same way."""
+    import pyarrow.parquet as pq
+
+    files = {}
+    for name, encoder in rows.sparse.items():
+        if isinstance(encoder, VocabularyEncoder):
+            (root / "vocab").mkdir(exist_ok=True)
+            table = encoder.counts.append_column("id", pa.array(np.arange(1, len(encoder.values) + 1)))
+            pq.write_table(table.select(["value", "id", "count"]), root / "vocab" / f"{name}.parquet")
+            files[name] = f"vocab/{name}.parquet"
+    if files:
+        manifest.source["vocab_files"] = files

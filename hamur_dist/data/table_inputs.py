@@ -1,0 +1,59 @@
+"""``hamur prepare table --schema my.yaml --source DATA``: finding the input files a schema names."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hamur_dist.config_loader import ConfigError
+from hamur_dist.data.manifest import SPLITS, Manifest
+from hamur_dist.data.sources import InputFile
+from hamur_dist.data.table import prepare_table
+from hamur_dist.data.table_schema import TableSchema, load_table_schema
+from hamur_dist.data.validation import DataError
+
+DEFAULT_PATTERNS = ["*.csv", "*.csv.gz", "*.tsv", "*.parquet"]
+
+
+def resolve_inputs(schema: TableSchema, source: str | Path | None, base: Path) -> list[InputFile]:
+    """Input files, each bound to its split for ``split.method: files``.
+
+    ``source`` may be one file, a folder (searched with ``input.files`` patterns, or every
+    CSV/Parquet file in it), or None (``input.files`` patterns relative to ``base``).
+    """
+    root = Path(source) if source is not None else base
+    if source is not None and root.is_file():
+        if schema.split.method == "files":
+            raise ConfigError("split.method files needs a folder with one file set per split, not one file")
+        return [InputFile(root)]
+    if not root.is_dir():
+        raise FileNotFoundError(f"input not found: {root}")
+    patterns = schema.input.files or {"all": DEFAULT_PATTERNS}
+    if schema.split.method == "files":
+        if set(patterns) != set(SPLITS):
+            raise ConfigError(f"split.method files needs input.files with keys {list(SPLITS)}, got {sorted(patterns)}")
+    elif set(patterns) != {"all"}:
+        raise ConfigError(f"input.files for split.method {schema.split.method} takes one key 'all', got {sorted(patterns)}")
+    files = []
+    for split, globs in patterns.items():
+        matches = sorted({p for pattern in globs for p in root.glob(pattern) if p.is_file()})
+        if not matches:
+            raise DataError(f"no input files match {globs}", file=root)
+        files += [InputFile(p, split if split != "all" else None) for p in matches]
+    return files
+
+
+def prepare_from_schema(out, schema: str | Path | dict | TableSchema, source: str | Path | None = None,
+                        shard_rows: int = 1_000_000, row_group_rows: int = 65_536, chunk_rows: int = 262_144,
+                        bad_rows: str = "fail", overwrite: bool = False, seed: int | None = None,
+                        progress: bool | None = None) -> Manifest:
+    """The ``table`` preparer: ``schema`` is a YAML path, a dict or a ``TableSchema``."""
+    if schema is None:
+        raise ConfigError("the table preparer needs a schema (--schema my-table.yaml)")
+    base = Path(schema).parent if isinstance(schema, (str, Path)) else Path.cwd()
+    spec = schema if isinstance(schema, TableSchema) else load_table_schema(schema)
+    if seed is not None:
+        spec.split.seed = seed
+    files = resolve_inputs(spec, source, base)
+    return prepare_table(spec, files, out, shard_rows=shard_rows, row_group_rows=row_group_rows,
+                         chunk_rows=chunk_rows, bad_rows=bad_rows, overwrite=overwrite, progress=progress,
+                         source_info={"preparer": "table", "schema": str(schema) if isinstance(schema, (str, Path))
+                                      else "inline", "files": [str(f.path) for f in files]})
