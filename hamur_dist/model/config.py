@@ -13,15 +13,26 @@ BASELINES = ("per_domain", "star", "mmoe", "ple")
 @dataclass
 class HamurConfig:
     enabled: bool = False
+    # paper: per-domain adapters and norm (running statistics), each sample routed through its own
+    #        domain's tower only. reference: the reference code's behaviour (shared factors initialised
+    #        to ones, whole-batch norm without running statistics, every tower run on every sample).
+    #        The mode also picks the routing of the plain backbones; baselines always route.
     mode: Literal["paper", "reference"] = "paper"
     rank: int = 32                                        # K: the hyper-network emits a K x K matrix
     hyper_hidden: list[int] = field(default_factory=lambda: [64])
     bottleneck: int = 32                                  # s
     insert_after: list[int] = field(default_factory=lambda: [-1])   # hidden-layer indices (0-based, -1 = last)
+    # Benchmarks and tests only: build the B x m x s per-instance weights like the reference code
+    # instead of the factored ((h U) I) V product. Same numbers, ~30x the work and memory.
+    naive_materialise: bool = False
 
     def validate(self) -> None:
         if self.rank < 1 or self.bottleneck < 1:
             raise ConfigError("model.hamur.rank and model.hamur.bottleneck must be >= 1")
+        if any(d < 1 for d in self.hyper_hidden):
+            raise ConfigError(f"model.hamur.hyper_hidden: every width must be >= 1, got {self.hyper_hidden}")
+        if self.enabled and not self.insert_after:
+            raise ConfigError("model.hamur.insert_after: name at least one hidden layer when hamur is enabled")
 
 
 @dataclass
@@ -29,13 +40,17 @@ class ModelConfig:
     name: str = "mlp"                    # one of BACKBONES or BASELINES
     embed_dim: int = 16
     embed_init_std: float = 1e-2
-    hidden_dims: list[int] = field(default_factory=lambda: [256, 128])   # MLP towers / deep part
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 128])   # MLP towers / deep part / bottom
     dropout: float = 0.0
     cross_layers: int = 2                # DCN / DCN-v2
     num_experts: int = 4                 # MMoE / PLE (shared experts for PLE)
     specific_experts: int = 1            # PLE: experts per domain
+    ple_levels: int = 2                  # PLE: extraction levels (1 = CGC)
     expert_dims: list[int] = field(default_factory=lambda: [256, 128])
-    tower_dims: list[int] = field(default_factory=lambda: [64])
+    tower_dims: list[int] = field(default_factory=lambda: [64])   # shared-bottom/MMoE/PLE towers, STAR aux net
+    # Wide & Deep: the wide (linear) part reads the dense features and the deep part the sparse
+    # embeddings, as in the reference code; "all" feeds the whole instance vector to both.
+    wide_inputs: Literal["dense", "all"] = "dense"
     hamur: HamurConfig = field(default_factory=HamurConfig)
 
     def validate(self) -> None:
@@ -43,3 +58,22 @@ class ModelConfig:
             raise ConfigError(f"model.name: '{self.name}' is not one of {list(BACKBONES + BASELINES)}")
         if self.embed_dim < 1:
             raise ConfigError("model.embed_dim must be >= 1")
+        if self.embed_init_std <= 0:
+            raise ConfigError("model.embed_init_std must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        for key in ("hidden_dims", "expert_dims", "tower_dims"):
+            dims = getattr(self, key)
+            if any(d < 1 for d in dims):
+                raise ConfigError(f"model.{key}: every width must be >= 1, got {dims}")
+        if not self.hidden_dims and self.name in BACKBONES + ("per_domain", "star"):
+            raise ConfigError(f"model.hidden_dims: model '{self.name}' needs at least one hidden layer")
+        if not self.expert_dims and self.name in ("mmoe", "ple"):
+            raise ConfigError(f"model.expert_dims: model '{self.name}' needs at least one expert layer")
+        if self.cross_layers < 0:
+            raise ConfigError("model.cross_layers must be >= 0")
+        if self.num_experts < 1 or self.specific_experts < 0 or self.ple_levels < 1:
+            raise ConfigError("model.num_experts and model.ple_levels must be >= 1, model.specific_experts >= 0")
+        if self.hamur.enabled and self.name in BASELINES:
+            raise ConfigError(f"model.hamur.enabled: adapters plug into the backbones {list(BACKBONES)}, "
+                              f"not into the baseline '{self.name}'")

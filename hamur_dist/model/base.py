@@ -1,0 +1,106 @@
+"""CTRModel: what every model in the library shares (inputs, embedding, routing, output).
+
+    logits = model(sparse, dense, domain)     # (B, F) int64, (B, Dn) float, (B,) int64 -> (B,)
+
+The embedding module is one ``EmbeddingCollection``-like module (``model.embedding``); a sharded
+module with the same ``specs`` and ``forward`` can be passed in instead of the default one.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hamur_dist.data.manifest import FeatureSchema
+from hamur_dist.model.config import ModelConfig
+from hamur_dist.model.embedding import EmbeddingCollection, TableSpec
+from hamur_dist.model.routing import DomainLayout
+
+
+def embedding_specs(cfg: ModelConfig, schema: FeatureSchema) -> list[TableSpec]:
+    """The tables a model built from (cfg, schema) needs, in schema order.
+
+    ``per_domain`` (one model per domain) keeps a private copy of every table for each domain,
+    stored as one table of ``vocab_size * num_domains`` rows (domain d owns rows d*vocab..).
+    """
+    copies = schema.num_domains if cfg.name == "per_domain" else 1
+    return [TableSpec(f.name, f.vocab_size * copies, cfg.embed_dim) for f in schema.sparse]
+
+
+class CTRModel(nn.Module):
+    """Base class. Subclasses implement ``body(sparse_emb, dense, layout) -> logits`` on rows sorted
+    by domain (``layout``); this class validates inputs, embeds, sorts and restores the order."""
+
+    def __init__(self, cfg: ModelConfig, schema: FeatureSchema, embedding: nn.Module | None = None):
+        super().__init__()
+        if not schema.sparse:
+            raise ValueError("the feature schema has no sparse features; every model needs at least one")
+        if schema.num_domains < 1:
+            raise ValueError(f"the feature schema has num_domains={schema.num_domains}; need >= 1")
+        self.cfg = cfg
+        self.schema = schema
+        self.num_domains = schema.num_domains
+        self.num_sparse = len(schema.sparse)
+        self.num_dense = len(schema.dense)
+        expected = embedding_specs(cfg, schema)
+        if embedding is None:
+            embedding = EmbeddingCollection(expected, init_std=cfg.embed_init_std)
+        else:
+            got = list(getattr(embedding, "specs", []))
+            if got != expected:
+                raise ValueError(f"the embedding module's tables do not match the schema: expected "
+                                 f"{expected}, got {got} (build it from model.embedding_specs(cfg, schema))")
+        self.embedding = embedding
+        self.sparse_dim = self.num_sparse * cfg.embed_dim
+        self.input_dim = self.sparse_dim + self.num_dense      # the instance vector e
+        self.reference = cfg.hamur.mode == "reference"
+
+    # --- subclasses ------------------------------------------------------------------------
+    def body(self, sparse_emb: torch.Tensor, dense: torch.Tensor, layout: DomainLayout) -> torch.Tensor:
+        """(B, F*E) flattened embeddings and (B, Dn) dense values, sorted by domain -> (B,) logits."""
+        raise NotImplementedError
+
+    def lookup(self, sparse: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """(B, F) ids -> (B, F*E); overridden by models with per-domain tables."""
+        return self.embedding(sparse).flatten(1)
+
+    @property
+    def needs_batch_statistics(self) -> bool:
+        """True when outputs are normalised with whole-batch statistics (reference-mode adapters)."""
+        return False
+
+    # --- shared ------------------------------------------------------------------------------
+    @staticmethod
+    def instance_vector(sparse_emb: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return torch.cat([sparse_emb, dense], dim=1) if dense.shape[1] else sparse_emb
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(sparse, dense, domain)
+        batch = sparse.shape[0]
+        if batch == 0:
+            return dense.new_zeros(0)
+        if batch < 2 and self.needs_batch_statistics:
+            raise ValueError("model.hamur.mode=reference normalises adapter outputs with whole-batch "
+                             "statistics, which a batch of one row does not have (the reference code "
+                             "returns NaN); batch at least 2 rows or use model.hamur.mode=paper")
+        layout = DomainLayout(domain, self.num_domains)
+        sparse, dense = layout.sort(sparse), layout.sort(dense)
+        sparse_emb = self.lookup(sparse, layout.domain)
+        logits = self.body(sparse_emb, dense.to(sparse_emb.dtype), layout)
+        return layout.restore(logits)
+
+    def _check_inputs(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> None:
+        if sparse.dim() != 2 or sparse.shape[1] != self.num_sparse:
+            raise ValueError(f"sparse must have shape (B, {self.num_sparse}) (features {self.schema.sparse_names}), "
+                             f"got {tuple(sparse.shape)}")
+        if sparse.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"sparse ids must be int64, got {sparse.dtype}")
+        if dense.dim() != 2 or dense.shape[1] != self.num_dense or dense.shape[0] != sparse.shape[0]:
+            raise ValueError(f"dense must have shape ({sparse.shape[0]}, {self.num_dense}) "
+                             f"(features {self.schema.dense_names}), got {tuple(dense.shape)}")
+        if domain.shape != (sparse.shape[0],):
+            raise ValueError(f"domain must have shape ({sparse.shape[0]},), got {tuple(domain.shape)}")
+
+
+def select_domain_output(outputs: torch.Tensor, layout: DomainLayout) -> torch.Tensor:
+    """outputs (B, D): every tower's logit for every row -> each row's own domain's logit."""
+    return outputs.gather(1, layout.domain.unsqueeze(1)).squeeze(1)
