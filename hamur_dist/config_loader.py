@@ -150,8 +150,21 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str]) -> dict:
     return data
 
 
-def read_yaml(path: str | Path) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a config file; ``extends: other.yaml`` (or a list) merges this file over those first.
+
+    Paths in ``extends`` are relative to the file that names them.
+    """
     path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path}: 'extends' loops back to itself")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -160,7 +173,13 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
-    return data
+    parents = data.pop("extends", None)
+    if parents is None:
+        return data
+    merged: dict = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged = deep_merge(merged, read_yaml(path.parent / parent, _seen + (path.resolve(),)))
+    return deep_merge(merged, data)
 
 
 def load(cls: type, path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Any:

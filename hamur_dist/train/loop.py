@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,12 @@ from hamur_dist.train.metrics import PredictionBuffer, domain_report, flat_metri
 from hamur_dist.train.outputs import RunOutputs
 from hamur_dist.train.pipeline import BatchCollator, InputDataError, locate_bad_row
 from hamur_dist.train.worker_model import WorkerModel
+
+
+def say(message: str) -> None:
+    """Print once. Ray Train patches ``print`` to log *and* tee to a redirected stdout (shown twice);
+    writing to the process's real stdout reaches the driver exactly once."""
+    print(message, file=sys.__stdout__, flush=True)
 
 
 def _world() -> tuple[int, int]:
@@ -75,8 +82,8 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         rate = seen_local * self.world / max(elapsed, 1e-9)
         eta = max(self.expected - seen_local * self.world, 0) / max(rate, 1e-9)
-        print(f"[hamur] epoch {self.epoch} step {step}: loss {loss:.4f}, {rate:,.0f} samples/s, "
-              f"elapsed {elapsed:.1f}s, ETA {eta:.1f}s", flush=True)
+        say(f"[hamur] epoch {self.epoch} step {step}: loss {loss:.4f}, {rate:,.0f} samples/s, "
+              f"elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -93,7 +100,7 @@ def _maybe_inject_failure(cfg: ExperimentConfig, global_step: int, run_dir: Path
     if marker.exists():
         return
     marker.write_text(str(global_step))
-    print(f"[hamur] injecting a failure at global step {global_step} (train.fail_at_step)", flush=True)
+    say(f"[hamur] injecting a failure at global step {global_step} (train.fail_at_step)")
     os._exit(1)  # like a SIGKILL'd worker: no cleanup, no exception handling
 
 
@@ -199,8 +206,8 @@ def train_loop_per_worker(config: dict) -> None:
         best, history = state["best"], state["history"]
         patience_left, global_step = state["patience_left"], state["global_step"]
         if rank == 0:
-            print(f"[hamur] resumed from checkpoint after epoch {state['epoch']} "
-                  f"(best val AUC {best['auc']:.4f} at epoch {best['epoch']})", flush=True)
+            say(f"[hamur] resumed from checkpoint after epoch {state['epoch']} "
+                  f"(best val AUC {best['auc']:.4f} at epoch {best['epoch']})")
 
     outputs = RunOutputs(run_dir) if rank == 0 else None
     with_user = manifest.user_column is not None
@@ -232,15 +239,15 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             outputs.log_epoch({k: v for k, v in row.items() if k != "train/samples_per_worker"})
             per_domain = ", ".join(f"d{e['domain']} {fmt(e['auc'])}" for e in val["domains"])
-            print(f"[hamur] epoch {epoch}: train loss {row['train/loss']:.4f}, "
+            say(f"[hamur] epoch {epoch}: train loss {row['train/loss']:.4f}, "
                   f"{row['train/samples_per_s']:,.0f} samples/s, val AUC {fmt(val['overall']['auc'])} "
-                  f"({per_domain}){' *best*' if improved else ''}", flush=True)
+                  f"({per_domain}){' *best*' if improved else ''}")
         state = {"epoch": epoch, "best": best, "history": history, "patience_left": patience_left,
                  "global_step": global_step}
         save_now = (epoch + 1) % cfg.checkpoint.every_epochs == 0 or stop or epoch == cfg.train.epochs - 1
         _report(ray.train, wm, state, row, fingerprint, with_checkpoint=save_now)
         if stop and rank == 0:
-            print(f"[hamur] early stopping: no better val AUC for {cfg.train.patience} epochs", flush=True)
+            say(f"[hamur] early stopping: no better val AUC for {cfg.train.patience} epochs")
 
     # Test with the best weights.
     if best["state"] is not None:
@@ -257,9 +264,9 @@ def train_loop_per_worker(config: dict) -> None:
         outputs.plot_val_auc(manifest.domain.num_domains, manifest.domain.names)
         outputs.close()
         wm.export_artifact(run_dir / "model", cfg)
-        print("[hamur] test metrics (best weights):", flush=True)
+        say("[hamur] test metrics (best weights):")
         from hamur_dist.train.outputs import markdown_table
-        print(markdown_table(test), flush=True)
+        say(markdown_table(test))
     row = {"epoch": final["epoch"], "final": 1, **flat_metrics(test, "test"), "best_epoch": best["epoch"],
            "val/auc": best["auc"] if best["auc"] != -math.inf else float("nan")}
     _report(ray.train, wm, final, row, fingerprint, with_checkpoint=True)
@@ -286,7 +293,7 @@ def _restore(train_api, wm: WorkerModel, fingerprint: dict):
             except ckpt.CheckpointError as exc:
                 if "incompatible" in str(exc):
                     raise
-                print(f"[hamur] rank {wm.rank}: skipping checkpoint {checkpoint.path}: {exc}", flush=True)
+                say(f"[hamur] rank {wm.rank}: skipping checkpoint {checkpoint.path}: {exc}")
     raise ckpt.CheckpointError("no checkpoint of this run verifies; remove the run directory to start over")
 
 
