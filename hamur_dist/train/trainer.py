@@ -110,7 +110,8 @@ def _unwrap(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
-def train(cfg: ExperimentConfig, config_path: str | None = None, log=print) -> TrainResult:
+def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, callbacks=()) -> TrainResult:
+    """Run one training; ``callbacks``: extra Ray Train ``UserCallback``s (Tune passes its report forwarder)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -148,7 +149,8 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print) -> T
                                          resources_per_worker=resources),
             run_config=RunConfig(name=name, storage_path=storage,
                                  failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
+                                 callbacks=list(callbacks)),
             datasets=datasets,
             dataset_config=exact_split_data_config(),
         )
