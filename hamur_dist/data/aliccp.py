@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.manifest import Manifest
 from hamur_dist.data.table import prepare_table
 from hamur_dist.data.table_inputs import resolve_inputs
@@ -36,9 +37,11 @@ def aliccp_schema(seed: int = 2022, shuffle: bool = True) -> TableSchema:
     })
 
 
-def prepare_aliccp(out, source: str | Path, seed: int = 2022, shard_rows: int = 1_000_000,
+def prepare_aliccp(out, source: str | Path | None = None, seed: int = 2022, shard_rows: int = 1_000_000,
                    row_group_rows: int = 65_536, chunk_rows: int = 262_144, bad_rows: str = "fail",
                    overwrite: bool = False, shuffle: bool = True, progress: bool | None = None) -> Manifest:
+    if source is None:
+        raise ConfigError("ali-ccp needs --source: the folder with the train / val / test CSV files")
     schema = aliccp_schema(seed, shuffle)
     files = resolve_inputs(schema, source, Path.cwd())
     return prepare_table(schema, files, out, shard_rows=shard_rows, row_group_rows=row_group_rows,

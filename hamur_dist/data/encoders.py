@@ -8,7 +8,6 @@ Id 0 always means unknown / rare / missing.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -106,6 +105,8 @@ class HashEncoder:
         pass
 
     def encode(self, values: pa.Array) -> np.ndarray:
+        import pandas as pd   # only hashing needs it (pandas' stable hash_array); keeps imports light
+
         valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
         raw = values.to_numpy(zero_copy_only=False)
         ids = np.zeros(len(values), dtype=np.int64)

@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(manifest: Manifest, out, seconds: float) -> str:
     total = sum(s.rows for s in manifest.splits.values())
-    lines = [f"prepared {manifest.name} -> {out}: {total:,} rows in {seconds:.1f} s ({total / seconds:,.0f} rows/s)"]
+    positives = sum(sum(s.positives_per_domain) for s in manifest.splits.values())
+    lines = [f"prepared {manifest.name} -> {out}: {total:,} rows in {seconds:.1f} s ({total / seconds:,.0f} rows/s), "
+             f"positive rate {positives / max(total, 1):.4f}"]
     names = manifest.domain.names
     lines.append(f"  {'split':<6} {'rows':>12} {'shards':>6} {'pos.rate':>8}  rows per domain")
     for split, info in manifest.splits.items():

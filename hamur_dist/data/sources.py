@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from hamur_dist.data.validation import DataError, check_columns
 
-CSV_BLOCK_BYTES = 16 << 20
+CSV_BLOCK_BYTES = 4 << 20     # the streaming reader reads ~20 blocks ahead: this bounds that memory
 _KIND_OK = {
     "int": pa.types.is_integer,
     "numeric": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t),
@@ -142,10 +142,11 @@ def _csv_error(exc, path, opts, types, malformed, rows_ok) -> DataError:
     if match:
         names = list(opts.column_names) or _csv_header(path, opts)
         column = names[int(match.group(1))] if int(match.group(1)) < len(names) else None
-        if column in types:
-            row, value = _locate_bad_value(path, opts, column, types[column])
-            return DataError(f"value {value!r} is not a valid {types[column]} (wrong type?)",
-                             file=path, row=row, column=column)
+        target = types.get(column) or pa.type_for_alias(match.group(2))
+        row, value = _locate_bad_value(path, opts, column, target)
+        hint = "" if column in types else " (type guessed from the first rows; set dtype: string?)"
+        return DataError(f"value {value!r} is not a valid {target} (wrong type?){hint}",
+                         file=path, row=row, column=column)
     return DataError(f"cannot read CSV: {text}", file=path)
 
 

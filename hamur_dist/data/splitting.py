@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hamur_dist.data.manifest import SPLITS
+from hamur_dist.data.validation import DataError
 
 
 def split_sizes(total: int, fractions: list[float]) -> list[int]:
@@ -63,8 +64,8 @@ class QuotaDraw:
 
     def __call__(self, n: int) -> np.ndarray:
         if n > self.remaining.sum():
-            raise RuntimeError(f"{n} rows but only {self.remaining.sum()} places left: "
-                               "did the input change between the two passes?")
+            raise DataError(f"{n} rows but only {self.remaining.sum()} places left: "
+                            "did the input change between the two passes?")
         counts = self.rng.multivariate_hypergeometric(self.remaining, n) if n else np.zeros_like(self.remaining)
         self.remaining -= counts
         labels = np.repeat(np.arange(len(counts)), counts)
@@ -122,7 +123,7 @@ class ShuffledSplits:
                 with pa.memory_map(str(path)) as source:
                     table = pa.ipc.open_file(source).read_all()
                 rng = np.random.default_rng([self.seed, 3, SPLITS.index(split), bucket])
-                writers[split].write_shard(table.take(pa.array(rng.permutation(table.num_rows))))
+                writers[split].write_shard(table, order=rng.permutation(table.num_rows))
                 del table
                 path.unlink()
                 if progress is not None:

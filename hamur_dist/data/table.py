@@ -117,12 +117,14 @@ class _Rows:
         return valid
 
     # --- passes ------------------------------------------------------------------------------
-    def observe(self, table: pa.Table) -> None:
+    def observe(self, table: pa.Table, chunk: Chunk) -> None:
         for f in self.schema.sparse:
             try:
                 self.sparse[f.name].observe(table.column(f.source).combine_chunks())
             except TypeError as exc:
-                raise DataError(f"{exc}; set dtype: string for this feature", column=f.source) from None
+                raise DataError(f"{exc}; set dtype: string for this feature", file=chunk.file,
+                                row=f"rows {chunk.row_offset}..{chunk.row_offset + chunk.table.num_rows - 1}",
+                                column=f.source) from None
         for f in self.schema.dense:
             self.dense[f.name].observe(_floats(table.column(f.source)))
 
@@ -214,75 +216,70 @@ def prepare_table(schema: TableSchema, files: list[InputFile], out: str | Path, 
     with StagedOutput(out, overwrite) as staged:
         rows = _Rows(schema, bad_rows)
         malformed = MalformedRows(bad_rows)
-        per_split = dict.fromkeys(SPLITS, 0)
-        times = ValueCounter() if schema.split.method == "time" else None
 
         def chunks(count: bool):
+            """(chunk, its valid rows after the transform), for one pass over every input file."""
             for chunk in iter_chunks(files, read, malformed):
                 table = transform(chunk) if transform else chunk.table
-                valid = rows.valid_rows(chunk, table, count)
-                yield chunk, filter_rows(table, valid)
+                yield chunk, filter_rows(table, rows.valid_rows(chunk, table, count))
 
-        with _progress("pass 1/2: check + count", None, progress) as bar:
-            for chunk, table in chunks(count=True):
-                rows.observe(table)
-                per_split[chunk.split or "train"] += table.num_rows
-                if times is not None:
-                    times.add(pc.cast(table.column(schema.split.time_column), pa.float64()))
-                bar.update(chunk.table.num_rows)
-        skipped_malformed = malformed.count
-        rows.finish()
-        total = sum(per_split.values())
-        if total == 0:
-            raise DataError("no valid rows in the input", file=files[0].path)
-        cutoffs = None
-        if by_file:
-            sizes = [per_split[s] for s in SPLITS]
-        elif times is not None:
-            cutoffs, sizes = time_cutoffs(times.result(), schema.split.fractions)
-        else:
-            sizes = split_sizes(total, schema.split.fractions)
-        draw = QuotaDraw(sizes, np.random.default_rng([schema.split.seed, 1]))
-
+        sizes, assign = _first_pass(chunks(count=True), rows, schema, progress)
+        skipped = {**rows.skipped, **({"malformed row": malformed.count} if malformed.count else {})}
         manifest = _manifest(schema, rows, source_info)
-        out_schema = shard_schema(manifest)
-        writers = {s: SplitWriter(staged.path, s, out_schema, shard_rows, row_group_rows,
+        writers = {s: SplitWriter(staged.path, s, shard_schema(manifest), shard_rows, row_group_rows,
                                   manifest.domain.num_domains, "domain", "label",
                                   dictionary=dictionary_columns(manifest)) for s in SPLITS}
         shuffled = (ShuffledSplits(staged.path / "_shuffle", dict(zip(SPLITS, sizes)), shard_rows,
                                    schema.split.seed) if schema.split.shuffle else None)
+        add = shuffled.add if shuffled is not None else (lambda split, part: writers[split].append(part))
         written = 0
-        with _progress("pass 2/2: encode + write", total, progress) as bar:
+        with _progress("pass 2/2: encode + write", sum(sizes), progress) as bar:
             for chunk, table in chunks(count=False):
                 encoded = pa.table(rows.encode(table))
-                if by_file:
-                    labels = np.full(encoded.num_rows, SPLITS.index(chunk.split))
-                elif cutoffs is not None:
-                    labels = assign_by_time(_floats(table.column(schema.split.time_column)), cutoffs)
-                else:
-                    labels = draw(encoded.num_rows)
+                labels = assign(chunk, table)
                 for index, split in enumerate(SPLITS):
-                    part = take_split(encoded, labels, index)
-                    if shuffled is not None:
-                        shuffled.add(split, part)
-                    else:
-                        writers[split].append(part)
+                    add(split, take_split(encoded, labels, index))
                 written += encoded.num_rows
                 bar.update(encoded.num_rows)
-        if written != total:
-            raise DataError(f"pass 2 read {written} valid rows, pass 1 read {total}: did the input change?",
+        if written != sum(sizes):
+            raise DataError(f"pass 2 read {written} valid rows, pass 1 read {sum(sizes)}: did the input change?",
                             file=files[0].path)
         if shuffled is not None:
-            with _progress("shuffle + write shards", total, progress) as bar:
+            with _progress("shuffle + write shards", written, progress) as bar:
                 shuffled.finish(writers, bar)
         manifest.splits = {s: w.close() for s, w in writers.items()}
-        manifest.skipped_rows = dict(rows.skipped)
-        if skipped_malformed:
-            manifest.skipped_rows["malformed row"] = skipped_malformed
+        manifest.skipped_rows = skipped
         _write_vocabularies(staged.path, rows, manifest)
         manifest.source["seconds"] = round(time.perf_counter() - started, 3)
         staged.commit(manifest)
     return manifest
+
+
+def _first_pass(chunks, rows: _Rows, schema: TableSchema, progress):
+    """Check and count every row; return the split sizes and the function that assigns rows to splits."""
+    per_split = dict.fromkeys(SPLITS, 0)
+    times = ValueCounter() if schema.split.method == "time" else None
+    first_file = None
+    with _progress("pass 1/2: check + count", None, progress) as bar:
+        for chunk, table in chunks:
+            first_file = first_file or chunk.file
+            rows.observe(table, chunk)
+            per_split[chunk.split or "train"] += table.num_rows
+            if times is not None:
+                times.add(pc.cast(table.column(schema.split.time_column), pa.float64()))
+            bar.update(chunk.table.num_rows)
+    rows.finish()
+    if sum(per_split.values()) == 0:
+        raise DataError("no valid rows in the input", file=first_file)
+    if schema.split.method == "files":
+        return [per_split[s] for s in SPLITS], lambda chunk, table: np.full(table.num_rows, SPLITS.index(chunk.split))
+    if times is not None:
+        cutoffs, sizes = time_cutoffs(times.result(), schema.split.fractions)
+        column = schema.split.time_column
+        return sizes, lambda chunk, table: assign_by_time(_floats(table.column(column)), cutoffs)
+    sizes = split_sizes(sum(per_split.values()), schema.split.fractions)
+    draw = QuotaDraw(sizes, np.random.default_rng([schema.split.seed, 1]))
+    return sizes, lambda chunk, table: draw(table.num_rows)
 
 
 def _manifest(schema: TableSchema, rows: _Rows, source_info: dict | None) -> Manifest:

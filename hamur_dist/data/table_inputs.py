@@ -41,7 +41,7 @@ def resolve_inputs(schema: TableSchema, source: str | Path | None, base: Path) -
     return files
 
 
-def prepare_from_schema(out, schema: str | Path | dict | TableSchema, source: str | Path | None = None,
+def prepare_from_schema(out, schema: str | Path | dict | TableSchema | None = None, source: str | Path | None = None,
                         shard_rows: int = 1_000_000, row_group_rows: int = 65_536, chunk_rows: int = 262_144,
                         bad_rows: str = "fail", overwrite: bool = False, seed: int | None = None,
                         progress: bool | None = None) -> Manifest:

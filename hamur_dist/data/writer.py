@@ -33,7 +33,8 @@ class StagedOutput:
 
     def __init__(self, out: str | Path, overwrite: bool = False):
         self.out = Path(out).absolute()
-        if self.out.exists() and not overwrite:
+        empty_dir = self.out.is_dir() and not any(self.out.iterdir())
+        if self.out.exists() and not overwrite and not empty_dir:
             raise DataError("already exists; pass --overwrite (overwrite=True) to replace it", file=self.out)
         if self.out.exists() and not self.out.is_dir():
             raise DataError("exists and is not a directory", file=self.out)
@@ -108,13 +109,18 @@ class SplitWriter:
             if self._shard_rows_written + self._pending_rows >= self.shard_rows:
                 self._close_shard()
 
-    def write_shard(self, table: pa.Table) -> None:
+    def write_shard(self, table: pa.Table, order: np.ndarray | None = None) -> None:
+        """Write ``table`` (rows taken in ``order`` if given) as one shard, one row group at a time."""
         if self._writer is not None:
             self._close_shard()
         if table.num_rows == 0:
             return
         self._open()
-        self._pending, self._pending_rows = [table], table.num_rows
+        for start in range(0, table.num_rows, self.row_group_rows):
+            if order is None:
+                self._write_row_group(table.slice(start, self.row_group_rows))
+            else:
+                self._write_row_group(table.take(pa.array(order[start:start + self.row_group_rows])))
         self._close_shard()
 
     def close(self) -> SplitInfo:

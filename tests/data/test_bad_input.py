@@ -143,7 +143,7 @@ def test_existing_dataset_survives_failed_and_interrupted_runs(tmp_path, monkeyp
 
     from hamur_dist.data import writer
 
-    def interrupted(self, table):
+    def interrupted(self, table, order=None):
         raise KeyboardInterrupt
     monkeypatch.setattr(writer.SplitWriter, "write_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -152,3 +152,18 @@ def test_existing_dataset_survives_failed_and_interrupted_runs(tmp_path, monkeyp
     monkeypatch.undo()
     after = prepare("table", out, schema=SCHEMA, source=str(good), overwrite=True, seed=7, progress=False)
     assert verify_dataset(out) == after and after.source["seed"] == 7 and no_leftovers(tmp_path)
+
+
+def test_guessed_column_type_that_changes_later(tmp_path):
+    from hamur_dist.data.sources import InputFile
+    from hamur_dist.data.table import prepare_table, read_options_for
+    from hamur_dist.data.table_schema import load_table_schema
+
+    rows = [f"1,a,{i},{i},1.0" for i in range(400)] + ["1,a,5,oops,1.0"]
+    src = write_csv(tmp_path / "in.csv", rows)
+    schema = load_table_schema(SCHEMA)
+    read = read_options_for(schema, chunk_rows=100, bad_rows="fail")
+    read.block_bytes = 1024                   # the type of 'cat' is guessed from the first block: int64
+    with pytest.raises(DataError, match="'oops' is not a valid int64.*set dtype: string") as err:
+        prepare_table(schema, [InputFile(src)], tmp_path / "out", read=read, progress=False)
+    assert (err.value.row, err.value.column) == (400, "cat")
