@@ -8,9 +8,12 @@ Replicated: ``nn.Embedding`` with dense gradients all-reduced (what DDP does) an
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sharded_embedding.py --rows 50000000 --case row_wise
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sharded_embedding.py --rows 5000000 --case both
 
-Reports per worker: table bytes, peak RSS, steady steps/s and samples/s, all-to-all bytes per step
-and the share of step time spent in communication. A case whose worst-case memory (every row of
-the optimiser state resident) exceeds ``--max-total-gb`` or 60% of the available memory is skipped.
+Reports per worker: table bytes, peak RSS, steady steps/s and samples/s (the first ``--warmup``
+steps, which touch each row's pages for the first time, are reported apart as "cold"), all-to-all
+bytes per step and the share of step time spent in communication (which includes waiting for the
+slower worker: a collective returns only when every worker has reached it). A case whose
+worst-case memory (every row of the optimiser state resident) exceeds ``--max-total-gb`` or 60% of
+the available memory is skipped.
 """
 from __future__ import annotations
 
@@ -90,6 +93,8 @@ def bench_worker(rank: int, world: int, port: int, case: str, args, out_dir: str
         sparse_opt = None
         dense_cls = torch.optim.Adam if args.optimizer == "adam" else torch.optim.Adagrad
         dense_opt = dense_cls(emb.parameters(), lr=1e-3)
+    state = sparse_opt.state.values() if sparse_opt else [v for st in dense_opt.state.values() for v in st.values()]
+    state_bytes = sum(t.numel() * t.element_size() for t in state)   # dense state appears at its first step
     batches = [b.to(device) for b in make_batches(args, seed=100 + rank)]
     rss_after_init = rss_bytes()
 
@@ -97,7 +102,7 @@ def bench_worker(rank: int, world: int, port: int, case: str, args, out_dir: str
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    times, comm, fwd_s, bwd_s, opt_s = [], [], [], [], []
+    times, comm, fwd_s, bwd_s, opt_s, cold = [], [], [], [], [], []
     comm_bytes, uniques = 0, []
     for step in range(args.warmup + args.steps):
         ids = batches[step % len(batches)]
@@ -126,7 +131,9 @@ def bench_worker(rank: int, world: int, port: int, case: str, args, out_dir: str
             dense_opt.zero_grad(set_to_none=False)
         sync()
         t_end = time.perf_counter()
-        if step >= args.warmup:
+        if step < args.warmup:
+            cold.append(t_end - t_start)
+        else:
             times.append(t_end - t_start)
             fwd_s.append(t_fwd - t_start)
             bwd_s.append(t_bwd - t_fwd)
@@ -138,10 +145,12 @@ def bench_worker(rank: int, world: int, port: int, case: str, args, out_dir: str
     total = sum(times)
     result = {"case": case, "rank": rank, "world": world, "rows": args.rows, "dim": args.dim, "batch": args.batch,
               "features": args.features, "optimizer": args.optimizer, "device": str(device),
-              "table_bytes": emb.local_bytes(), "init_s": init_s, "rss_after_init": rss_after_init,
+              "table_bytes": emb.local_bytes(), "init_s": init_s, "opt_state_bytes": state_bytes,
+              "rss_after_init": rss_after_init,
               "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "steps_per_s": len(times) / total, "samples_per_s": len(times) * args.batch / total,
-              "step_ms": 1000 * total / len(times), "fwd_ms": 1000 * sum(fwd_s) / len(times),
+              "step_ms": 1000 * total / len(times), "cold_step_ms": 1000 * sum(cold) / max(1, len(cold)),
+              "loadavg_1min": os.getloadavg()[0], "fwd_ms": 1000 * sum(fwd_s) / len(times),
               "bwd_ms": 1000 * sum(bwd_s) / len(times), "update_ms": 1000 * sum(opt_s) / len(times),
               "comm_share": sum(comm) / total, "comm_bytes_per_step": comm_bytes / len(times),
               "unique_ids_per_step": sum(uniques) / len(uniques)}
@@ -169,14 +178,17 @@ def report(results: list[dict]) -> None:
     r0 = results[0]
     print(f"\n== {r0['case']}: {r0['rows']:,} rows x {r0['dim']} fp32 ({r0['rows'] * r0['dim'] * 4 / GiB:.2f} GiB "
           f"full), {r0['world']} workers on {r0['device']}, batch {r0['batch']} x {r0['features']} features, "
-          f"{r0['optimizer']}")
-    cols = ["rank", "table GiB", "RSS init GiB", "peak RSS GiB", "steps/s", "samples/s", "step ms", "fwd ms",
+          f"{r0['optimizer']}; load average {r0['loadavg_1min']:.1f} on {os.cpu_count()} CPUs")
+    cols = ["rank", "table GiB", "opt state GiB", "RSS init GiB", "peak RSS GiB", "steps/s", "samples/s",
+            "cold step ms", "step ms", "fwd ms",
             "bwd ms", "update ms", "comm share", "a2a MiB/step", "unique ids"]
     print(" | ".join(cols))
     for r in results:
-        print(" | ".join([str(r["rank"]), f"{r['table_bytes'] / GiB:.2f}", f"{r['rss_after_init'] / GiB:.2f}",
+        print(" | ".join([str(r["rank"]), f"{r['table_bytes'] / GiB:.2f}", f"{r['opt_state_bytes'] / GiB:.2f}",
+                          f"{r['rss_after_init'] / GiB:.2f}",
                           f"{r['peak_rss'] / GiB:.2f}", f"{r['steps_per_s']:.1f}", f"{r['samples_per_s']:,.0f}",
-                          f"{r['step_ms']:.1f}", f"{r['fwd_ms']:.1f}", f"{r['bwd_ms']:.1f}", f"{r['update_ms']:.1f}",
+                          f"{r['cold_step_ms']:.1f}", f"{r['step_ms']:.1f}", f"{r['fwd_ms']:.1f}",
+                          f"{r['bwd_ms']:.1f}", f"{r['update_ms']:.1f}",
                           f"{100 * r['comm_share']:.0f}%", f"{r['comm_bytes_per_step'] / 2**20:.2f}",
                           f"{r['unique_ids_per_step']:,.0f}"]))
 
@@ -188,8 +200,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--features", type=int, default=4)
     p.add_argument("--world", type=int, default=2)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=32, help="timed steps (steady: batches seen before)")
+    p.add_argument("--warmup", type=int, default=8, help="untimed first steps (cold: first touch of rows)")
     p.add_argument("--distinct-batches", type=int, default=8)
     p.add_argument("--optimizer", choices=["adam", "adagrad"], default="adagrad")
     p.add_argument("--case", choices=["row_wise", "replicated", "both"], default="both")

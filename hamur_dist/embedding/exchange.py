@@ -21,6 +21,9 @@ class Exchanger:
         self.world_size = world_size
         self.group = process_group
         self.device = device or torch.device("cpu")
+        # one worker without a process group: plain copies (with one, even a 1-rank group runs the
+        # real collective, which lets a single GPU exercise the NCCL path)
+        self.local_only = world_size == 1 and not dist.is_initialized()
         self.bytes_sent = 0        # bytes sent to other workers (ids, counts, rows, gradients)
         self.seconds = 0.0         # wall time inside the collectives (GPU: synchronised first)
 
@@ -32,7 +35,7 @@ class Exchanger:
         """Send ``x[rows of in_splits[r]]`` to rank ``r``; receive ``out_splits[r]`` rows from rank ``r``."""
         x = x.contiguous()
         out = x.new_empty((sum(out_splits),) + tuple(x.shape[1:]))
-        if self.world_size == 1:
+        if self.local_only:
             return out.copy_(x)
         row_bytes = x.element_size() * math.prod(x.shape[1:])
         self.bytes_sent += (sum(in_splits) - in_splits[self.rank]) * row_bytes

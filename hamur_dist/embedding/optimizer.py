@@ -19,11 +19,28 @@ consumes them, so gradient accumulation over several forward/backward passes wor
 """
 from __future__ import annotations
 
+import math
+import mmap
+
 import torch
 
 from hamur_dist.embedding.collection import ShardedEmbeddingCollection
 
 KINDS = ("adam", "adagrad")
+
+
+def lazy_zeros(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zeros whose memory the OS hands out page by page on first write (CPU): state of rows never
+    touched costs no resident memory. ``torch.zeros`` writes every page up front, and numpy's
+    calloc asks for 2 MiB huge pages, which random row writes fill completely; an anonymous mmap
+    gives plain 4 KiB zero pages."""
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    count = math.prod(shape)
+    if count == 0:
+        return torch.zeros(shape, dtype=dtype)
+    buffer = mmap.mmap(-1, count * torch.empty(0, dtype=dtype).element_size())
+    return torch.frombuffer(buffer, dtype=dtype).view(tuple(shape))   # the tensor keeps the mapping alive
 
 
 class SparseRowOptimizer:
@@ -42,10 +59,12 @@ class SparseRowOptimizer:
                         "eps": (1e-8 if kind == "adam" else 1e-10) if eps is None else eps,
                         "decoupled_weight_decay": decoupled_weight_decay}
         weight = collection.local_weight
-        # torch.zeros takes zeroed pages from the OS lazily: untouched rows cost no resident memory.
         if kind == "adam":
-            self.state = {"exp_avg": torch.zeros_like(weight), "exp_avg_sq": torch.zeros_like(weight),
-                          "step": torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)}
+            self.state = {"exp_avg": lazy_zeros(weight.shape, weight.dtype, weight.device),
+                          "exp_avg_sq": lazy_zeros(weight.shape, weight.dtype, weight.device),
+                          "step": lazy_zeros(weight.shape[:1], torch.int32, weight.device)}
+        elif initial_accumulator_value == 0.0:
+            self.state = {"sum": lazy_zeros(weight.shape, weight.dtype, weight.device)}
         else:
             self.state = {"sum": torch.full_like(weight, initial_accumulator_value)}
 

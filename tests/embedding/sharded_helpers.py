@@ -43,9 +43,12 @@ def _entry(rank: int, world_size: int, port: int, fn, args) -> None:
 
 def run_ranks(fn, world_size: int, *args) -> None:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` gloo processes; a failing rank fails the test."""
-    # fork (Linux) skips re-importing torch in every child: seconds per test on a busy 2-core box.
-    # Safe here: the parent runs one intra-op thread and no other threads touch torch.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    # forkserver (Linux): one clean server process imports torch and these helpers once, and every
+    # worker is forked from it: no torch import per test (seconds on a busy 2-core box), and unlike
+    # plain fork it works after this process has run autograd on a CUDA build of torch.
+    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    if method == "forkserver":
+        mp.set_forkserver_preload(["torch", "torch.distributed", __name__])
     mp.start_processes(_entry, args=(world_size, _free_port(), fn, args), nprocs=world_size, join=True,
                        start_method=method)
 
@@ -146,9 +149,9 @@ def reference_training(steps: range, world_size_of_step, train=TRAIN, ref=None, 
 
 
 # ----- worker bodies -----
-def build(rank: int, world_size: int, config=CONFIG) -> ShardedEmbeddingCollection:
+def build(rank: int, world_size: int, config=CONFIG, device="cpu") -> ShardedEmbeddingCollection:
     plan = plan_sharding(SPECS, world_size, config)
-    emb = ShardedEmbeddingCollection(SPECS, plan, rank, world_size)
+    emb = ShardedEmbeddingCollection(SPECS, plan, rank, world_size, device=device)
     emb.load_full_state(reference_collection().state_dict())
     return emb
 
@@ -159,7 +162,7 @@ def train_steps(emb, opt, steps: range, train=TRAIN) -> None:
     for step in steps:
         batch = global_batch(step, world)[rank]
         out = emb(batch)
-        (out * loss_weights(step, batch, rank)).sum().backward()
+        (out * loss_weights(step, batch, rank).to(out.device)).sum().backward()
         for table in emb.tables.values():
             dist.all_reduce(table.weight.grad)
             with torch.no_grad():
