@@ -2,11 +2,13 @@
 
 Layout::
 
-    state.pt          rank 0: model (dense + replicated tables), optimiser, epoch, best-so-far, history
-    shard-*.pt        one per rank when tables are sharded (hamur_dist.embedding writes these)
-    CHECKSUMS.json    written last: sha256 of every file above, and the model config it belongs to
+    state.pt                  rank 0: model (dense + replicated tables), optimiser, epoch, best-so-far, history
+    shard-rank{r}-of{w}.pt    one per rank when tables are sharded (hamur_dist.embedding writes these)
+    CHECKSUMS.json            rank 0, written last: sha256 of its files, the world size, and the
+                              fingerprint (model config, data layout) the checkpoint belongs to
+    CHECKSUMS.rank{r}.json    every other rank that wrote files: sha256 of its files
 
-A directory without ``CHECKSUMS.json`` or with a file whose hash differs is corrupt and is never
+A directory without every checksum file or with a file whose hash differs is corrupt and is never
 loaded; ``latest_good`` falls back to the previous checkpoint. Every file is written to a temporary
 name and renamed into place, so a crash mid-write leaves no file that looks whole.
 """
@@ -49,12 +51,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def seal(directory: str | Path, fingerprint: dict) -> None:
-    """Record the hash of every file in ``directory`` (call after all files are written)."""
+def seal(directory: str | Path, fingerprint: dict, rank: int = 0, world_size: int = 1,
+         ranks_with_files: int = 1) -> None:
+    """Record the hash of every file this rank wrote into ``directory`` (after all are written)."""
     directory = Path(directory)
     files = {p.name: sha256_file(p) for p in sorted(directory.iterdir())
-             if p.is_file() and p.name != CHECKSUMS and not p.name.startswith(".")}
-    atomic_write_text(directory / CHECKSUMS, json.dumps({"files": files, "fingerprint": fingerprint}, indent=1))
+             if p.is_file() and not p.name.startswith((".", "CHECKSUMS"))}
+    if rank == 0:
+        body = {"files": files, "fingerprint": fingerprint, "world_size": world_size,
+                "ranks_with_files": ranks_with_files}
+        atomic_write_text(directory / CHECKSUMS, json.dumps(body, indent=1))
+    else:
+        atomic_write_text(directory / f"CHECKSUMS.rank{rank}.json", json.dumps({"files": files}, indent=1))
 
 
 def verify(directory: str | Path) -> dict:
@@ -67,7 +75,17 @@ def verify(directory: str | Path) -> dict:
         sums = json.loads(sums_path.read_text())
     except json.JSONDecodeError:
         raise CheckpointError(f"checkpoint {directory}: {CHECKSUMS} is corrupt") from None
-    for name, digest in sums["files"].items():
+    files = dict(sums["files"])
+    others = sorted(directory.glob("CHECKSUMS.rank*.json"))
+    if len(others) + 1 < sums.get("ranks_with_files", 1):
+        raise CheckpointError(f"checkpoint {directory} is incomplete: {len(others) + 1} of "
+                              f"{sums['ranks_with_files']} workers' checksum files are present")
+    for other in others:
+        try:
+            files.update(json.loads(other.read_text())["files"])
+        except (json.JSONDecodeError, KeyError):
+            raise CheckpointError(f"checkpoint {directory}: {other.name} is corrupt") from None
+    for name, digest in files.items():
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"checkpoint {directory}: file {name} is missing")

@@ -8,7 +8,7 @@ writes the run files; every rank reports (``ray.train.report`` is a barrier).
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import os
 import sys
@@ -197,7 +197,7 @@ def train_loop_per_worker(config: dict) -> None:
     wm = WorkerModel(cfg, manifest, rank, world)
     fingerprint = wm.fingerprint()
 
-    start_epoch, best, history, patience_left = 0, {"auc": -math.inf, "epoch": -1, "val": None, "state": None}, [], cfg.train.patience
+    start_epoch, best, history, patience_left = 0, {"auc": -math.inf, "epoch": -1, "val": None}, [], cfg.train.patience
     global_step = 0
     restored = _restore(ray.train, wm, fingerprint)
     if restored is not None:
@@ -228,7 +228,7 @@ def train_loop_per_worker(config: dict) -> None:
         val_auc = val["overall"]["auc"] if val["overall"]["auc"] is not None else -math.inf
         improved = val_auc > best["auc"]
         if improved:
-            best = {"auc": val_auc, "epoch": epoch, "val": val, "state": wm.state_for_best()}
+            best = {"auc": val_auc, "epoch": epoch, "val": val}
             patience_left = cfg.train.patience
         else:
             patience_left -= 1
@@ -244,14 +244,14 @@ def train_loop_per_worker(config: dict) -> None:
                   f"({per_domain}){' *best*' if improved else ''}")
         state = {"epoch": epoch, "best": best, "history": history, "patience_left": patience_left,
                  "global_step": global_step}
-        save_now = (epoch + 1) % cfg.checkpoint.every_epochs == 0 or stop or epoch == cfg.train.epochs - 1
+        # An improved epoch is always saved: the test runs on the best epoch's checkpoint.
+        save_now = improved or (epoch + 1) % cfg.checkpoint.every_epochs == 0 or stop or epoch == cfg.train.epochs - 1
         _report(ray.train, wm, state, row, fingerprint, with_checkpoint=save_now)
         if stop and rank == 0:
             say(f"[hamur] early stopping: no better val AUC for {cfg.train.patience} epochs")
 
-    # Test with the best weights.
-    if best["state"] is not None:
-        wm.load_best(best["state"])
+    # Test with the best weights (the best epoch's checkpoint).
+    best_dir = _load_best(ray.train, wm, best["epoch"], fingerprint)
     test = _guard_input(lambda: evaluate(wm, _iter(cfg, "test", collate_eval, wm.device, False), manifest, with_user),
                         lambda: manifest.shard_paths(root, "test"), manifest)
     final = {"epoch": max(epoch, start_epoch - 1), "best": best, "history": history,
@@ -263,7 +263,8 @@ def train_loop_per_worker(config: dict) -> None:
         outputs.write_report(report)
         outputs.plot_val_auc(manifest.domain.num_domains, manifest.domain.names)
         outputs.close()
-        wm.export_artifact(run_dir / "model", cfg)
+        with best_dir.as_directory() if best_dir is not None else contextlib.nullcontext(None) as d:
+            wm.export_artifact(run_dir / "model", cfg, d)
         say("[hamur] test metrics (best weights):")
         from hamur_dist.train.outputs import markdown_table
         say(markdown_table(test))
@@ -297,6 +298,20 @@ def _restore(train_api, wm: WorkerModel, fingerprint: dict):
     raise ckpt.CheckpointError("no checkpoint of this run verifies; remove the run directory to start over")
 
 
+def _load_best(train_api, wm: WorkerModel, best_epoch: int, fingerprint: dict):
+    """Load the checkpoint of the best epoch into the model; returns that checkpoint (or None)."""
+    if best_epoch < 0:
+        return None
+    for reported in reversed(train_api.get_all_reported_checkpoints()):
+        if reported.metrics.get("epoch") == best_epoch and not reported.metrics.get("final"):
+            with reported.checkpoint.as_directory() as d:
+                wm.load_checkpoint(d, ckpt.load_state(d, fingerprint), with_optimizer=False)
+            return reported.checkpoint
+    if wm.rank == 0:
+        say(f"[hamur] warning: the checkpoint of the best epoch {best_epoch} is gone; testing the last weights")
+    return None
+
+
 def _report(train_api, wm: WorkerModel, state: dict, row: dict, fingerprint: dict, with_checkpoint: bool) -> None:
     metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
     if not with_checkpoint:
@@ -304,7 +319,8 @@ def _report(train_api, wm: WorkerModel, state: dict, row: dict, fingerprint: dic
         return
     with tempfile.TemporaryDirectory(prefix="hamur-ckpt-") as d:
         wrote = wm.save_checkpoint(d, state)
-        if wm.rank == 0:
-            ckpt.seal(d, fingerprint)
+        if wrote:
+            ranks_with_files = wm.world if wm.sharded is not None else 1
+            ckpt.seal(d, fingerprint, wm.rank, wm.world, ranks_with_files)
         checkpoint = train_api.Checkpoint.from_directory(d) if wrote or wm.rank == 0 else None
         train_api.report(metrics, checkpoint=checkpoint)

@@ -69,11 +69,12 @@ class BatchCollator:
                 raise InputDataError(f"column '{self.domain}': domain outside [0, {self.num_domains})")
             if not np.isin(label, (0.0, 1.0)).all():
                 raise InputDataError(f"column '{self.label}': label outside {{0, 1}}")
+        # copies: Arrow hands out read-only views, which torch refuses to wrap without a warning
         out = {"sparse": torch.from_numpy(sparse), "dense": torch.from_numpy(dense),
-               "domain": torch.from_numpy(np.ascontiguousarray(domain)),
-               "label": torch.from_numpy(np.ascontiguousarray(label))}
+               "domain": torch.from_numpy(np.array(domain, dtype=np.int64)),
+               "label": torch.from_numpy(np.array(label, dtype=np.float32))}
         if self.user:
-            out["user"] = torch.from_numpy(self._column(batch, self.user).astype(np.int64, copy=False))
+            out["user"] = torch.from_numpy(np.array(self._column(batch, self.user), dtype=np.int64))
         return out
 
 

@@ -9,6 +9,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hamur_dist.config import ExperimentConfig
 from hamur_dist.config_loader import to_dict
 from hamur_dist.data.manifest import Manifest
-from hamur_dist.model import build_model
+from hamur_dist.model import build_model, embedding_specs
 from hamur_dist.train.checkpoint import STATE, atomic_torch_save
 
 
@@ -36,7 +37,10 @@ class WorkerModel:
     def __init__(self, cfg: ExperimentConfig, manifest: Manifest, rank: int, world: int):
         self.cfg, self.manifest, self.rank, self.world = cfg, manifest, rank, world
         self.device = self._device()
-        self.model = build_model(cfg.model, manifest.schema).to(self.device)
+        self.sharded, self.sparse_optimizer = None, None
+        if cfg.embedding.sharding != "replicated" or cfg.embedding.overrides:
+            self.sharded, self.sparse_optimizer = self._sharded_tables()
+        self.model = build_model(cfg.model, manifest.schema, embedding=self.sharded).to(self.device)
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Paper-mode routing skips the towers of domains absent from a worker's batch, so the
@@ -47,6 +51,26 @@ class WorkerModel:
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.train.precision == "bf16" and self.device.type == "cuda" else contextlib.nullcontext())
+
+    def _sharded_tables(self):
+        """Tables split across workers (hamur_dist.embedding); None when every table is replicated."""
+        from hamur_dist.embedding import ShardedEmbeddingCollection, SparseRowOptimizer, plan_sharding
+
+        specs = embedding_specs(self.cfg.model, self.manifest.schema)
+        plan = plan_sharding(specs, self.world, self.cfg.embedding)
+        if not any(plan.placement(s.name).is_sharded for s in specs):
+            return None, None
+        if self.rank == 0:
+            print(f"[hamur] embedding sharding plan:\n{plan.describe()}", file=sys.__stdout__, flush=True)
+        emb = ShardedEmbeddingCollection(specs, plan, self.rank, self.world, init_std=self.cfg.model.embed_init_std,
+                                         device=self.device, init_seed=self.cfg.train.seed)
+        return emb, SparseRowOptimizer.from_config(emb, self.cfg.embedding, self.cfg.train)
+
+    def table_bytes(self) -> int:
+        """Bytes of embedding tables held by this worker."""
+        if self.sharded is not None:
+            return self.sharded.local_bytes()
+        return sum(t.weight.numel() * t.weight.element_size() for t in self.model.embedding.tables.values())
 
     def _device(self) -> torch.device:
         if self.cfg.train.use_gpu and torch.cuda.is_available():
@@ -94,6 +118,13 @@ class WorkerModel:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.sparse_optimizer is not None:
+            self.sparse_optimizer.step()   # the rows this step touched, on their owners
+
+    def discard_lookups(self) -> None:
+        """Forget sharded lookups made without a backward (evaluation)."""
+        if self.sparse_optimizer is not None:
+            self.sparse_optimizer.zero_grad()
 
     # --- state -------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
@@ -101,27 +132,46 @@ class WorkerModel:
         m = self.manifest
         layout = json.dumps({"sparse": [(f.name, f.vocab_size) for f in m.sparse],
                              "dense": [f.name for f in m.dense], "domains": m.domain.num_domains}, sort_keys=True)
+        sharded = self.sharded.sharded_table_names() if self.sharded is not None else []
         return {"model": json.dumps(to_dict(self.cfg.model), sort_keys=True),
-                "data_layout": hashlib.sha256(layout.encode()).hexdigest()[:16]}
-
-    def state_for_best(self) -> dict:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-
-    def load_best(self, state: dict) -> None:
-        self.model.load_state_dict(state)
+                "data_layout": hashlib.sha256(layout.encode()).hexdigest()[:16],
+                "sharded_tables": ",".join(sharded)}
 
     def save_checkpoint(self, directory: str, loop_state: dict) -> bool:
-        """Write this rank's part of a checkpoint; returns whether it wrote anything."""
-        if self.rank != 0:
-            return False
-        atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                           **loop_state}, Path(directory) / STATE)
-        return True
+        """Write this rank's part of a checkpoint; returns whether it wrote anything.
 
-    def load_checkpoint(self, directory: str, state: dict) -> None:
+        Rank 0 writes the dense model, its optimiser and the loop state; with sharded tables every
+        rank also writes its own rows and their optimiser state (any world size can load them).
+        """
+        wrote = False
+        if self.rank == 0:
+            atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                               "world_size": self.world, **loop_state}, Path(directory) / STATE)
+            wrote = True
+        if self.sharded is not None:
+            from hamur_dist.embedding import save_shard
+            save_shard(self.sharded, self.sparse_optimizer, directory)
+            wrote = True
+        return wrote
+
+    def load_checkpoint(self, directory: str, state: dict, with_optimizer: bool = True) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if with_optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded is not None:
+            from hamur_dist.embedding import load_shards
+            load_shards(self.sharded, self.sparse_optimizer if with_optimizer else None, directory)
 
-    def export_artifact(self, directory: Path, cfg: ExperimentConfig) -> None:
+    def full_state_dict(self, checkpoint_dir: str | None) -> dict:
+        """A plain (unsharded) model state dict; sharded tables are assembled from the checkpoint's shards."""
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        if self.sharded is not None:
+            from hamur_dist.embedding import assemble_full_state
+            full = assemble_full_state(checkpoint_dir)
+            for name in self.sharded.sharded_table_names():
+                state[f"embedding.tables.{name}.weight"] = full[f"tables.{name}.weight"]
+        return state
+
+    def export_artifact(self, directory: Path, cfg: ExperimentConfig, checkpoint_dir: str | None) -> None:
         from hamur_dist.infer.artifact import save_artifact
-        save_artifact(directory, cfg.model, self.manifest, self.model.state_dict())
+        save_artifact(directory, cfg.model, self.manifest, self.full_state_dict(checkpoint_dir))
