@@ -136,7 +136,11 @@ def run_epoch(wm: WorkerModel, batches, cfg: ExperimentConfig, epoch: int, expec
     if world > 1:
         dist.all_reduce(totals)
         dist.all_reduce(per_worker)
+    extra = {}
+    if wm.device.type == "cuda":
+        extra["gpu/max_memory_mb"] = torch.cuda.max_memory_allocated(wm.device) / 2**20
     return {
+        **extra,
         "train/samples": int(totals[0].item()),
         "train/samples_per_worker": [int(x) for x in per_worker.tolist()],
         "train/loss": totals[1].item() / max(totals[0].item(), 1),
