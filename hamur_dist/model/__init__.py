@@ -2,6 +2,13 @@
 
     model = build_model(cfg.model, manifest.schema)       # -> CTRModel
     logits = model(sparse, dense, domain)                  # (B, F) int64, (B, Dn) float, (B,) int64 -> (B,)
+    model.embedding                                        # the sparse tables (EmbeddingCollection-like)
+
+``model.name``: the backbones (``mlp`` per-domain towers, ``shared_bottom``, ``wide_deep``, ``dcn``,
+``dcn_v2``; HAMUR adapters plug into any of their hidden layers with ``model.hamur.enabled``) and
+the baselines (``per_domain``, ``star``, ``mmoe``, ``ple``). ``model.hamur.mode`` picks the paper's
+behaviour or the reference code's (see ``backbones`` and ``hamur``). A sharded embedding module can
+be passed to ``build_model``; it must hold the tables ``embedding_specs(cfg, schema)`` lists.
 """
 from hamur_dist.model.base import CTRModel, embedding_specs
 from hamur_dist.model.build import MODELS, build_model, count_parameters

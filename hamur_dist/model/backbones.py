@@ -6,6 +6,11 @@ picks the layers an adapter cell follows. Routing (``model.hamur.mode``):
     slice per domain); W&D and DCN get one output layer per domain.
   * reference: as the reference code, every domain tower runs on the whole batch and each row's
     own domain's output is picked afterwards; W&D and DCN are one shared network.
+Not reproduced from the reference code, because the outputs are the same: it recomputes the
+hyper-network (and the shared W&D / DCN network) once per domain inside its loop; here they run once
+per batch (so the hyper-network's BatchNorm running statistics get one update per step, not D).
+In paper mode, BatchNorm of a shared layer that follows a per-domain adapter still pools the rows of
+all domains in training (at evaluation every row is independent).
 """
 from __future__ import annotations
 
