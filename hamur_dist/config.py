@@ -65,6 +65,8 @@ class TrainConfig:
     log_every_steps: int = 50
     max_steps_per_epoch: int = 0        # 0 = whole epoch; >0 only for smoke tests
     fail_at_step: int = -1              # fault injection for tests: raise once at this global step
+    min_workers: int = 0                # > 0 and < num_workers: elastic; after losing nodes, restart on
+                                        # as many workers as fit, but at least this many (0 = fixed size)
 
     def validate(self) -> None:
         if self.num_workers < 1:
@@ -73,6 +75,9 @@ class TrainConfig:
             raise ConfigError("train.epochs must be >= 1")
         if self.lr <= 0:
             raise ConfigError("train.lr must be > 0")
+        if not 0 <= self.min_workers <= self.num_workers:
+            raise ConfigError(f"train.min_workers must be in [0, train.num_workers={self.num_workers}], "
+                              f"got {self.min_workers}")
 
 
 @dataclass
@@ -93,6 +98,12 @@ class RunConfig:
     name: str | None = None             # default: <config stem>-<timestamp>
     storage_path: str = "runs"          # made absolute; a URI (s3://, gs://) is passed to Ray as is
     max_failures: int = 0               # worker-group restarts from the last checkpoint
+    worker_wait_s: float = 600          # a (re)start that cannot place the workers for this long stops
+                                        # with an error; the last checkpoint stays resumable
+
+    def validate(self) -> None:
+        if self.worker_wait_s <= 0:
+            raise ConfigError("run.worker_wait_s must be > 0")
     resume: bool = False
 
 
