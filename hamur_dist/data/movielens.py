@@ -140,7 +140,8 @@ def prepare_movielens_1m(out, source: str | Path = ML1M_URL, split: str = "rando
     users = _users(folder / "users.dat", "::", ("user_id", "gender", "age", "occupation", "zip"))
     movies = _movies_1m(folder / "movies.dat")
     if (folder / "ratings.dat").is_file():
-        ratings = folder / "ratings.dat"   # UserID::MovieID::Rating::Timestamp; ':' splits '::' with empty fields between
+        # UserID::MovieID::Rating::Timestamp: splitting on ':' gives empty fields between the values
+        ratings = folder / "ratings.dat"
         read = ReadOptions(columns={"user_id": "int", "movie_id": "int", "rating": "numeric", "timestamp": "int"},
                            drop=("_1", "_2", "_3"), delimiter=":", header=False, encoding="latin-1",
                            column_names=("user_id", "_1", "movie_id", "_2", "rating", "_3", "timestamp"))

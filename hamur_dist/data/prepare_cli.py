@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="synthetic: generator processes (default: all CPUs)")
     parser.add_argument("--num-domains", type=int, help="synthetic: number of domains")
     parser.add_argument("--domain-weights", type=_floats, help="synthetic: relative domain sizes, e.g. 32,0.6,52")
-    parser.add_argument("--vocab-sizes", type=_ints, help="synthetic: vocabulary size per sparse feature, e.g. 1e8,1000")
+    parser.add_argument("--vocab-sizes", type=_ints,
+                        help="synthetic: vocabulary size per sparse feature, e.g. 1e8,1000")
     parser.add_argument("--num-dense", type=int, help="synthetic: number of dense features")
 
 

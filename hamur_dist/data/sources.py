@@ -142,7 +142,12 @@ def _csv_error(exc, path, opts, types, malformed, rows_ok) -> DataError:
     if match:
         names = list(opts.column_names) or _csv_header(path, opts)
         column = names[int(match.group(1))] if int(match.group(1)) < len(names) else None
-        target = types.get(column) or pa.type_for_alias(match.group(2))
+        try:
+            target = types.get(column) or pa.type_for_alias(match.group(2))
+        except ValueError:
+            target = None
+        if column is None or target is None:
+            return DataError(f"cannot read CSV: {text}", file=path, column=column)
         row, value = _locate_bad_value(path, opts, column, target)
         hint = "" if column in types else " (type guessed from the first rows; set dtype: string?)"
         return DataError(f"value {value!r} is not a valid {target} (wrong type?){hint}",
@@ -160,9 +165,10 @@ def _locate_malformed(path: Path, opts: ReadOptions) -> int | None:
     read = _csv_read_options(opts)
     read.use_threads = False
     try:
-        pacsv.open_csv(path, read_options=read, convert_options=pacsv.ConvertOptions(column_types={}),
-                       parse_options=pacsv.ParseOptions(delimiter=opts.delimiter, invalid_row_handler=remember)
-                       ).read_all()
+        for _ in pacsv.open_csv(path, read_options=read, convert_options=pacsv.ConvertOptions(column_types={}),
+                                parse_options=pacsv.ParseOptions(delimiter=opts.delimiter,
+                                                                 invalid_row_handler=remember)):
+            pass
     except pa.ArrowInvalid:
         pass
     return found[0] if found else None

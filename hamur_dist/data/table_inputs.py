@@ -31,7 +31,8 @@ def resolve_inputs(schema: TableSchema, source: str | Path | None, base: Path) -
         if set(patterns) != set(SPLITS):
             raise ConfigError(f"split.method files needs input.files with keys {list(SPLITS)}, got {sorted(patterns)}")
     elif set(patterns) != {"all"}:
-        raise ConfigError(f"input.files for split.method {schema.split.method} takes one key 'all', got {sorted(patterns)}")
+        raise ConfigError(f"input.files for split.method {schema.split.method} takes one key 'all', "
+                          f"got {sorted(patterns)}")
     files = []
     for split, globs in patterns.items():
         matches = sorted({p for pattern in globs for p in root.glob(pattern) if p.is_file()})
