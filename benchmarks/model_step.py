@@ -16,6 +16,8 @@ schema, with the datasets' domain proportions. Peak memory: on CUDA torch.cuda.m
 above what the model and batch hold before the first step; on CPU each case runs in a fresh process
 and reports the growth of its peak resident set size (ru_maxrss) over the same point, which counts
 every allocation the step makes (activations, gradients, allocator slack), not only tensors.
+A CPU case that would need more memory than is free fails on its own (its address space is capped)
+and is reported as failed; the naive form at batch 32768 on the Ali-CCP config needs over 13 GB.
 """
 from __future__ import annotations
 
@@ -114,11 +116,32 @@ def run_case(dataset: str, model: str, form: str, batch: int, device: str, preci
                 peak_mb=peak, loss=first, params=count_parameters(net), threads=torch.get_num_threads())
 
 
-def run_in_fresh_process(case: dict, timeout: float) -> dict:
+def available_memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cap_address_space() -> None:
+    """Child-process set-up: a case that needs more memory than the machine has free fails with an
+    allocation error instead of waking the OOM killer (the 2 GiB cover the interpreter's and
+    libraries' reserved but unused address space)."""
+    free = available_memory_bytes()
+    if free:
+        limit = int(0.9 * free) + 2 * 2**30
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def run_in_fresh_process(case: dict, timeout: float, cap_memory: bool = True) -> dict:
     """CPU cases: one process each, so ru_maxrss is this case's peak and nothing else's."""
     cmd = [sys.executable, __file__, "--_case", json.dumps(case)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=cap_address_space if cap_memory else None)
     except subprocess.TimeoutExpired:
         return dict(case, error=f"timed out after {timeout:.0f}s")
     if done.returncode != 0:
@@ -148,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32", help="fp32 and/or bf16 (autocast), comma-separated")
     ap.add_argument("--quick", action="store_true", help="smoke run: ML-1M only, batch 1024, 1 step")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per CPU case")
+    ap.add_argument("--no-memory-cap", action="store_true",
+                    help="CPU: do not cap each case's address space at the memory free when it starts")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--_case", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -174,7 +199,7 @@ def main(argv=None) -> int:
                         case = dict(dataset=dataset, model=model, form=form, batch=batch, device=device,
                                     precision=precision, steps=steps, warmup=max(1, args.warmup))
                         if device == "cpu":
-                            r = run_in_fresh_process(case, args.timeout)
+                            r = run_in_fresh_process(case, args.timeout, cap_memory=not args.no_memory_cap)
                         else:
                             try:
                                 r = run_case(**case)

@@ -55,7 +55,7 @@ class HamurBackbone(CTRModel):
         return lambda i, h: self.hamur.adapt(i, h, inst, domain)
 
     def _per_domain(self, fn, layout: DomainLayout, *tensors) -> torch.Tensor:
-        """Run ``fn(d, *rows, inst)`` for every domain: on its own rows (paper) or on all rows
+        """Run ``fn(d, *tensors)`` for every domain: on its own rows (paper) or on all rows
         followed by picking each row's domain (reference). ``None`` tensors pass through."""
         present = [t for t in tensors if t is not None]
 
