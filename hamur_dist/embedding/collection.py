@@ -243,6 +243,18 @@ class ShardedEmbeddingCollection(nn.Module):
             start, end = self.local_row_range(spec.name)
             self.local_table(spec.name).copy_(full[start:end])
 
+    def _apply(self, fn, recurse=True):
+        """``.to(device)`` / ``.double()`` etc. also move the local shard (not a parameter or buffer,
+        so ``nn.Module`` would skip it). Build the ``SparseRowOptimizer`` after moving, as with torch's."""
+        super()._apply(fn, recurse)
+        self.local_weight = fn(self.local_weight)
+        self._fused_offset, self._rank_ends, self._num_rows = (
+            fn(self._fused_offset), fn(self._rank_ends), fn(self._num_rows))
+        self.device = self.exchanger.device = self.local_weight.device
+        self.dim = self.local_weight.shape[1]
+        self._pending.clear()
+        return self
+
     def extra_repr(self) -> str:
         return (f"rank={self.rank}, world_size={self.world_size}, sharded={self.sharded_table_names()}, "
                 f"local_rows={self.local_weight.shape[0]:,}")

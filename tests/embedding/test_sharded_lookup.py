@@ -5,6 +5,7 @@ import torch
 import sharded_helpers as h
 from hamur_dist.config import EmbeddingConfig
 from hamur_dist.embedding import ShardedEmbeddingCollection, plan_sharding
+from hamur_dist.embedding.collection import init_rows
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
@@ -40,13 +41,20 @@ def test_init_is_independent_of_world_size_and_local_bytes_shrink():
     specs = [h.TableSpec("big", 200_000, 8)]
     cfg = EmbeddingConfig(sharding="row_wise")
     whole = ShardedEmbeddingCollection(specs, plan_sharding(specs, 1, cfg), 0, 1, init_seed=3)
-    # a 3-worker layout built without processes: world_size > 1 needs dist, so compare via row ranges
+    # the rows a 3-worker layout would give each rank, drawn on their own, equal the 1-worker table
     plan3 = plan_sharding(specs, 3, cfg)
     for rank in range(3):
         start, end = plan3.placement("big").row_range(rank)
         part = torch.empty(end - start, 8)
-        from hamur_dist.embedding.collection import init_rows
         init_rows(part, "big", start, 1e-2, 3)
         torch.testing.assert_close(part, whole.local_table("big")[start:end], atol=0, rtol=0)
         assert plan3.bytes_on(rank) <= -(-200_000 // 3) * 8 * 4
     assert whole.local_table("big").std().item() == pytest.approx(1e-2, rel=0.02)
+
+
+def test_module_casts_and_moves_reach_the_local_shard():
+    emb = h.build(0, 1).double()
+    assert emb.local_weight.dtype == torch.float64 and emb.tables["cat"].weight.dtype == torch.float64
+    ref = h.reference_collection().double()
+    batch = h.global_batch(0, 1)[0]
+    torch.testing.assert_close(emb.to("cpu")(batch), ref(batch), atol=0, rtol=0)
