@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from hamur_dist.config import ExperimentConfig
@@ -62,8 +63,11 @@ class WorkerModel:
             return None, None
         if self.rank == 0:
             print(f"[hamur] embedding sharding plan:\n{plan.describe()}", file=sys.__stdout__, flush=True)
+        # A process group of its own: the lookups' blocking all-to-alls must not interleave with
+        # DDP's asynchronous gradient all-reduces on the default group.
+        group = dist.new_group(list(range(self.world))) if self.world > 1 else None
         emb = ShardedEmbeddingCollection(specs, plan, self.rank, self.world, init_std=self.cfg.model.embed_init_std,
-                                         device=self.device, init_seed=self.cfg.train.seed)
+                                         process_group=group, device=self.device, init_seed=self.cfg.train.seed)
         return emb, SparseRowOptimizer.from_config(emb, self.cfg.embedding, self.cfg.train)
 
     def table_bytes(self) -> int:
