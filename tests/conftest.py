@@ -38,6 +38,16 @@ def ml1m_dir(shared_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ml1m_dataset(ml1m_dir, tmp_path_factory) -> Path:
+    """MovieLens-1M from the shared folder, prepared once per session (100k-row shards)."""
+    from hamur_dist.data import prepare
+
+    out = tmp_path_factory.mktemp("datasets") / "ml1m"
+    prepare("movielens-1m", out, source=str(ml1m_dir), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that needs it: logical CPUs leave room for Ray Data read tasks."""
     import ray

@@ -1,19 +1,10 @@
-"""Fixtures of the data tests: ML-1M prepared once per session, and small GroupLens-format data."""
+"""Fixtures of the data tests: small GroupLens-format data (ML-1M prepared once: tests/conftest.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from hamur_dist.data import prepare
-
-
-@pytest.fixture(scope="session")
-def ml1m_dataset(ml1m_dir, tmp_path_factory):
-    """MovieLens-1M from the shared folder, prepared once (defaults: 100k-row shards)."""
-    out = tmp_path_factory.mktemp("datasets") / "ml1m"
-    prepare("movielens-1m", out, source=str(ml1m_dir), progress=False)
-    return out
 
 
 def write_grouplens(folder, n_ratings: int = 600, seed: int = 0) -> pd.DataFrame:
