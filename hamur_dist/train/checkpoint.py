@@ -94,13 +94,27 @@ def verify(directory: str | Path) -> dict:
     return sums.get("fingerprint", {})
 
 
+def _decoded(value):
+    """A fingerprint entry; JSON-encoded sections (the model config) as dicts."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    return value
+
+
+def _differences(key: str, saved, current) -> list[str]:
+    saved, current = _decoded(saved), _decoded(current)
+    if isinstance(saved, dict) and isinstance(current, dict):   # name the field, e.g. model.hidden_dims
+        return [d for k in sorted(set(saved) | set(current))
+                for d in _differences(f"{key}.{k}", saved.get(k), current.get(k))]
+    return [] if saved == current else [f"{key}: checkpoint has {saved!r}, this run has {current!r}"]
+
+
 def check_compatible(saved: dict, current: dict) -> None:
     """Refuse a checkpoint made for another model/data layout, naming what differs."""
-    diffs = []
-    keys = sorted(set(saved) | set(current))
-    for key in keys:
-        if saved.get(key) != current.get(key):
-            diffs.append(f"{key}: checkpoint has {saved.get(key)!r}, this run has {current.get(key)!r}")
+    diffs = [d for key in sorted(set(saved) | set(current)) for d in _differences(key, saved.get(key), current.get(key))]
     if diffs:
         raise CheckpointError("checkpoint is incompatible with this config: " + "; ".join(diffs))
 
