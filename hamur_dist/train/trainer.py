@@ -21,6 +21,89 @@ class TrainingError(RuntimeError):
     """Training stopped; the message says why (worker errors are unwrapped)."""
 
 
+class ClusterTooSmallError(RuntimeError):
+    """The cluster could not place the workers for ``run.worker_wait_s``; the last checkpoint stays resumable."""
+
+
+EVENTS_FILE = "events.log"
+RESTART_MARK = "resuming from the latest checkpoint"   # in the events line of every restart
+
+
+def append_event(run_dir: str | Path, message: str) -> None:
+    """One line in ``run_dir/events.log``: the run's failures, restarts, resumes and skipped checkpoints."""
+    with open(Path(run_dir) / EVENTS_FILE, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def _failure_summary(error) -> str:
+    def first_line(e):
+        text = str(e).strip()
+        return text.splitlines()[0] if text else ""
+
+    failures = getattr(error, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        return "; ".join(f"rank {r}: {type(e).__name__}: {first_line(e)}" for r, e in sorted(failures.items()))
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
+def restart_watch(run_dir: Path, min_workers: int, resources: dict, wait_s: float, max_failures: int):
+    """A Ray Train controller callback (runs in the controller, on the driver's node) that
+
+    * logs every worker-group failure and restart to stdout and ``events.log``;
+    * stops the run with ``ClusterTooSmallError`` when a (re)start has not placed the workers
+      for ``wait_s`` (Ray itself would wait for them forever: the elastic policy keeps waiting
+      below ``min_workers``, the fixed one retries its startup timeout without limit).
+
+    ``ControllerCallback`` is Ray-internal (pinned ray 2.60); Ray passes non-``UserCallback``
+    objects of ``RunConfig.callbacks`` to the controller as they are.
+    """
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+    from ray.train.v2._internal.execution.controller.state import (
+        ErroredState, InitializingState, ReschedulingState, RestartingState, RunningState, SchedulingState,
+        ShuttingDownState)
+
+    waiting_states = (InitializingState, SchedulingState, ReschedulingState, RestartingState)
+
+    def note(message: str) -> None:
+        print(f"[hamur] {message}", flush=True)
+        append_event(run_dir, message)
+
+    class RestartWatch(ControllerCallback):
+        def __init__(self):
+            self.failures, self.starts, self.waiting_since = 0, 0, None
+
+        def after_controller_state_update(self, previous_state, current_state):
+            if isinstance(current_state, RestartingState) and not isinstance(previous_state, RestartingState):
+                self.failures += 1
+                note(f"worker group failed ({_failure_summary(current_state.training_failed_error)}); "
+                     f"restart {self.failures} of run.max_failures={max_failures}: "
+                     f"{RESTART_MARK}")
+            if (isinstance(current_state, ShuttingDownState) and isinstance(current_state.next_state, ErroredState)
+                    and isinstance(previous_state, RunningState)):
+                note(f"worker group failed ({_failure_summary(current_state.next_state.training_failed_error)}); "
+                     f"no restarts left (run.max_failures={max_failures}): stopping")
+            if isinstance(current_state, RunningState):
+                self.waiting_since = None
+            elif isinstance(current_state, waiting_states):
+                now = time.monotonic()
+                self.waiting_since = self.waiting_since or now
+                if now - self.waiting_since > wait_s:
+                    import ray
+
+                    alive = ray.cluster_resources() if ray.is_initialized() else "unknown"
+                    raise ClusterTooSmallError(
+                        f"the cluster could not place {min_workers} worker(s) of {resources} for "
+                        f"{wait_s:.0f} s (run.worker_wait_s; train.min_workers={min_workers}); "
+                        f"alive cluster resources: {alive}")
+
+        def before_controller_execute_resize_decision(self, resize_decision):
+            self.starts += 1
+            if self.starts > 1:
+                note(f"starting the worker group again on {resize_decision.num_workers} worker(s)")
+
+    return RestartWatch()
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -100,14 +183,25 @@ def _unwrap(exc: BaseException) -> str:
         if id(e) in seen or e is None:
             continue
         seen.add(id(e))
-        if isinstance(e, (InputDataError, CheckpointError, ManifestError, ConfigError)):
+        if isinstance(e, (InputDataError, CheckpointError, ManifestError, ConfigError, ClusterTooSmallError)):
             return f"{type(e).__name__}: {e}"
         for attr in ("worker_failures", "_worker_failures"):
             failures = getattr(e, attr, None)
             if isinstance(failures, dict):
                 stack.extend(failures.values())
-        stack.extend([e.__cause__, e.__context__, getattr(e, "cause", None)])
+        stack.extend([e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)])
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+
+def _num_workers(cfg: ExperimentConfig) -> int | tuple[int, int]:
+    """A fixed size, or (min, max): Ray Train V2 then restarts on as many workers as fit, at least min."""
+    t = cfg.train
+    return (t.min_workers, t.num_workers) if 0 < t.min_workers < t.num_workers else t.num_workers
+
+
+def _count_events(run_dir: Path, text: str) -> int:
+    path = run_dir / EVENTS_FILE
+    return sum(text in line for line in path.read_text().splitlines()) if path.is_file() else 0
 
 
 def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, callbacks=()) -> TrainResult:
@@ -150,7 +244,7 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"experiment": to_dict(cfg), "dataset_root": root, "run_dir": str(run_dir)},
-            scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+            scaling_config=ScalingConfig(num_workers=_num_workers(cfg), use_gpu=cfg.train.use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(name=name, storage_path=storage,
                                  failure_config=FailureConfig(max_failures=cfg.run.max_failures),
@@ -158,10 +252,13 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
                                                                     checkpoint_score_attribute="val/auc",
                                                                     checkpoint_score_order="max"),
-                                 callbacks=list(callbacks)),
+                                 callbacks=[*callbacks, restart_watch(
+                                     run_dir, cfg.train.min_workers or cfg.train.num_workers, resources,
+                                     cfg.run.worker_wait_s, cfg.run.max_failures)]),
             datasets=datasets,
             dataset_config=exact_split_data_config(),
         )
+        restarts_before = _count_events(run_dir, RESTART_MARK)
         try:
             result = trainer.fit()
         except Exception as exc:  # noqa: BLE001 - re-raised with the worker's own message
@@ -170,6 +267,9 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
         if result.error is not None:
             raise TrainingError(f"training failed: {_unwrap(result.error)} (run dir {run_dir})")
 
+    restarts = _count_events(run_dir, RESTART_MARK) - restarts_before
+    if restarts:
+        log(f"[hamur] the run recovered from {restarts} worker-group failure(s): see {run_dir / EVENTS_FILE}")
     report_path = run_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     history = RunOutputs(run_dir).history()
