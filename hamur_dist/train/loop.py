@@ -26,6 +26,7 @@ from hamur_dist.train import checkpoint as ckpt
 from hamur_dist.train.metrics import PredictionBuffer, domain_report, flat_metrics, fmt, gather_predictions
 from hamur_dist.train.outputs import RunOutputs
 from hamur_dist.train.pipeline import BatchCollator, InputDataError, locate_bad_row
+from hamur_dist.train.trainer import append_event
 from hamur_dist.train.worker_model import WorkerModel
 
 
@@ -86,6 +87,19 @@ class Progress:
               f"elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
 
 
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB (current from /proc on Linux, else the peak)."""
+    import resource
+
+    try:
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**2
+    except (OSError, ValueError):
+        current = None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (updated lazily)
+    return (peak, peak) if current is None else (current, max(peak, current))
+
+
 def _to_device(batch: dict, device) -> dict:
     if device.type == "cpu":
         return batch
@@ -133,10 +147,14 @@ def run_epoch(wm: WorkerModel, batches, cfg: ExperimentConfig, epoch: int, expec
     totals = torch.tensor([seen, loss_sum.item()], dtype=torch.float64)
     per_worker = torch.zeros(world, dtype=torch.float64)
     per_worker[rank] = seen
+    memory = torch.zeros(2, world, dtype=torch.float64)   # current and peak RSS of every rank (a leak shows here)
+    memory[:, rank] = torch.tensor(_rss_mb(), dtype=torch.float64)
     if world > 1:
         dist.all_reduce(totals)
         dist.all_reduce(per_worker)
-    extra = {}
+        dist.all_reduce(memory)
+    extra = {f"worker{r}/{key}": round(memory[i, r].item(), 1)
+             for i, key in enumerate(("rss_mb", "peak_rss_mb")) for r in range(world)}
     if wm.device.type == "cuda":
         extra["gpu/max_memory_mb"] = torch.cuda.max_memory_allocated(wm.device) / 2**20
     return {
@@ -203,15 +221,18 @@ def train_loop_per_worker(config: dict) -> None:
 
     start_epoch, best, history, patience_left = 0, {"auc": -math.inf, "epoch": -1, "val": None}, [], cfg.train.patience
     global_step = 0
-    restored = _restore(ray.train, wm, fingerprint)
+    restored = _restore(ray.train, wm, fingerprint, run_dir)
     if restored is not None:
         state = restored
         start_epoch = state["epoch"] + 1
         best, history = state["best"], state["history"]
         patience_left, global_step = state["patience_left"], state["global_step"]
         if rank == 0:
-            say(f"[hamur] resumed from checkpoint after epoch {state['epoch']} "
-                  f"(best val AUC {best['auc']:.4f} at epoch {best['epoch']})")
+            message = (f"resumed from the checkpoint after epoch {state['epoch']} on {world} worker(s) "
+                       f"(saved by {state.get('world_size', '?')}; best val AUC {best['auc']:.4f} "
+                       f"at epoch {best['epoch']})")
+            say(f"[hamur] {message}")
+            append_event(run_dir, message)
 
     outputs = RunOutputs(run_dir) if rank == 0 else None
     with_user = manifest.user_column is not None
@@ -246,6 +267,8 @@ def train_loop_per_worker(config: dict) -> None:
             say(f"[hamur] epoch {epoch}: train loss {row['train/loss']:.4f}, "
                   f"{row['train/samples_per_s']:,.0f} samples/s, val AUC {fmt(val['overall']['auc'])} "
                   f"({per_domain}){' *best*' if improved else ''}")
+            say(f"[hamur] epoch {epoch}: worker RSS MB now/peak: " + ", ".join(
+                f"rank {r} {row[f'worker{r}/rss_mb']:,.0f}/{row[f'worker{r}/peak_rss_mb']:,.0f}" for r in range(world)))
         state = {"epoch": epoch, "best": best, "history": history, "patience_left": patience_left,
                  "global_step": global_step}
         # An improved epoch is always saved: the test runs on the best epoch's checkpoint.
@@ -277,8 +300,8 @@ def train_loop_per_worker(config: dict) -> None:
     _report(ray.train, wm, final, row, fingerprint, with_checkpoint=True)
 
 
-def _restore(train_api, wm: WorkerModel, fingerprint: dict):
-    """Load the newest checkpoint that verifies (falling back past corrupt ones)."""
+def _restore(train_api, wm: WorkerModel, fingerprint: dict, run_dir: Path):
+    """Load the newest checkpoint that verifies (falling back past corrupt ones, noted in events.log)."""
     latest = train_api.get_checkpoint()
     if latest is None:
         return None
@@ -299,6 +322,8 @@ def _restore(train_api, wm: WorkerModel, fingerprint: dict):
                 if "incompatible" in str(exc):
                     raise
                 say(f"[hamur] rank {wm.rank}: skipping checkpoint {checkpoint.path}: {exc}")
+                if wm.rank == 0:
+                    append_event(run_dir, f"skipping checkpoint {checkpoint.path}: {exc}")
     raise ckpt.CheckpointError("no checkpoint of this run verifies; remove the run directory to start over")
 
 
