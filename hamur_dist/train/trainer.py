@@ -38,7 +38,9 @@ def append_event(run_dir: str | Path, message: str) -> None:
 def _failure_summary(error) -> str:
     def first_line(e):
         text = str(e).strip()
-        return text.splitlines()[0] if text else ""
+        line = text.splitlines()[0] if text else ""
+        cause = getattr(e, "health_check_failure", None)   # a dead worker: say how it died
+        return f"{line} ({type(cause).__name__}: {first_line(cause)})" if cause is not None else line
 
     failures = getattr(error, "worker_failures", None)
     if isinstance(failures, dict) and failures:
