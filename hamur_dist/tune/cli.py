@@ -18,18 +18,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hamur_dist.cli import UserError
+    from hamur_dist.config_loader import ConfigError   # printed as one line by hamur_dist.cli
     from hamur_dist.tune.driver import resume_search, run_search
     from hamur_dist.tune.config import load_search
 
     if args.resume:
         if args.config or args.overrides:
-            raise UserError("--resume continues the search exactly as it was saved (its tune.yaml); "
+            raise ConfigError("--resume continues the search exactly as it was saved (its tune.yaml); "
                             "drop --config and the overrides")
         result = resume_search(args.resume, address=args.address)
     else:
         if not args.config:
-            raise UserError("name a search file with --config (e.g. configs/tune/quickstart.yaml), "
+            raise ConfigError("name a search file with --config (e.g. configs/tune/quickstart.yaml), "
                             "or --resume EXPERIMENT_DIR")
         experiment, tune_cfg = load_search(args.config, args.overrides)
         if args.address:

@@ -181,8 +181,10 @@ def plot_auc_vs_rank(path: Path, rows: list[TrialRow], tune_cfg: TuneConfig) -> 
     for hidden, series in sorted(points.items(), key=lambda kv: json.loads(kv[0])):
         ranks = sorted(series)
         values = [series[k].best[tune_cfg.metric] for k in ranks]
-        ax.plot(ranks, values, "-o", label=f"hyper_hidden {hidden}")
-        for k, v in zip(ranks, values):
+        line, = ax.plot(ranks, values, "-", label=f"hyper_hidden {hidden}")
+        for k, v in zip(ranks, values):   # hollow: the trial was stopped early (ASHA)
+            finished = series[k].status == "completed"
+            ax.plot([k], [v], "o", color=line.get_color(), markerfacecolor=line.get_color() if finished else "white")
             ax.annotate(_short(series[k].parameters), (k, v), textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=7)
     ax.set_xscale("log", base=2)
@@ -190,7 +192,8 @@ def plot_auc_vs_rank(path: Path, rows: list[TrialRow], tune_cfg: TuneConfig) -> 
     ax.set_xticks(all_ranks, [str(k) for k in all_ranks])
     ax.set_xlabel("K (model.hamur.rank)")
     ax.set_ylabel(f"best {tune_cfg.metric}")
-    ax.set_title("Validation AUC against K per hyper-network size (labels: parameters)", fontsize=9)
+    ax.set_title("Best validation AUC against K per hyper-network size\n"
+                 "(labels: parameters; hollow: stopped early by ASHA)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -38,6 +38,17 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
+def _checkpointed_epochs(run_dir: Path) -> list[int]:
+    """Epochs whose checkpoint Ray Train has registered (its checkpoint manager snapshot): a resumed run
+    continues after the newest of them. A metrics row can exist without one (rank 0 logs the epoch just
+    before reporting its checkpoint); such an epoch is legitimately redone."""
+    try:
+        data = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return sorted(r["metrics"]["epoch"] for r in data.get("checkpoint_results", []) if not r["metrics"].get("final"))
+
+
 def _ray_pids(marker: str) -> list[int]:
     """Processes of the subprocess's own Ray: they inherit its RAY_TMPDIR (Ray workers start their own
     process groups and retitle themselves ``ray::...``, so neither the group nor the command line finds them)."""
@@ -78,7 +89,7 @@ def _wait_for(condition, timeout_s: float, proc, what: str, log: Path):
 
 def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_path):
     storage = tmp_path / "runs"
-    path = write_search_file(tmp_path / "search.yaml", tune_dataset, storage, "interrupted", epochs=2,
+    path = write_search_file(tmp_path / "search.yaml", tune_dataset, storage, "interrupted", epochs=3,
                              space={"model.hamur.rank": {"grid": [2, 4, 8]}},
                              tune={"max_concurrent_trials": 1, "scheduler": {"enabled": False}})
     text = path.read_text() + "ray: {num_cpus: 4, object_store_mb: 256}\n"
@@ -97,9 +108,7 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
         def one_done_one_checkpointed():
             statuses = _statuses(exp)
             done = [t for t, s in statuses.items() if s == "TERMINATED"]
-            running = [t for t, s in statuses.items() if s == "RUNNING"
-                       and _lines(exp / "runs" / t / "metrics.jsonl")
-                       and (exp / "runs" / t / "checkpoint_manager_snapshot.json").is_file()]
+            running = [t for t, s in statuses.items() if s == "RUNNING" and _checkpointed_epochs(exp / "runs" / t)]
             return (done[0], running[0]) if done and running else None
 
         finished, interrupted = _wait_for(one_done_one_checkpointed, 900, proc,
@@ -115,7 +124,9 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
             "finished_report": (exp / "runs" / finished / "report.json").stat().st_mtime_ns,
             "finished_tune": _lines(exp / finished / "result.json"),
             "interrupted_metrics": _lines(exp / "runs" / interrupted / "metrics.jsonl"),
+            "interrupted_checkpointed": _checkpointed_epochs(exp / "runs" / interrupted),
         }
+        assert before["interrupted_checkpointed"]
 
         resumed = subprocess.run([*cli, "--resume", str(exp)], cwd=REPO, env=env, capture_output=True, text=True,
                                  timeout=900, start_new_session=True)
@@ -132,14 +143,16 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
     assert (exp / "runs" / finished / "report.json").stat().st_mtime_ns == before["finished_report"]
     if before["finished_tune"]:
         assert _lines(exp / finished / "result.json") == before["finished_tune"]
-    # The interrupted trial continued from its checkpoint: the epochs it had done are kept byte for byte
+    # The interrupted trial continued from its last checkpoint: the epochs up to it are kept byte for byte
     # (a redone epoch would have rewritten its row with a new timing), the rest were added.
     after = _lines(exp / "runs" / interrupted / "metrics.jsonl")
-    assert after[:len(before["interrupted_metrics"])] == before["interrupted_metrics"]
-    assert [json.loads(x)["epoch"] for x in after] == [0, 1]
+    kept = max(before["interrupted_checkpointed"]) + 1
+    assert len(before["interrupted_metrics"]) >= kept
+    assert after[:kept] == before["interrupted_metrics"][:kept]
+    assert [json.loads(x)["epoch"] for x in after] == [0, 1, 2]
     assert "continuing its run" in resumed.stdout + resumed.stderr
     with open(exp / "trials.csv") as f:
         table = list(csv.DictReader(f))
     assert sorted(r["trial_id"] for r in table) == sorted(statuses)
-    assert all(r["status"] == "completed" and r["epochs_run"] == "2" and r["test/auc"] for r in table)
+    assert all(r["status"] == "completed" and r["epochs_run"] == "3" and r["test/auc"] for r in table)
     assert sorted(int(r["model.hamur.rank"]) for r in table) == [2, 4, 8]
