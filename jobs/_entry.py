@@ -16,6 +16,7 @@ def run_subcommand(subcommand: str) -> None:
         os.environ["RAY_ADDRESS"] = "auto"
     try:
         from hamur_dist import cli
+        import hamur_dist.config  # noqa: F401  (pulls in torch, as every subcommand does)
     except ImportError as exc:
         sys.exit(
             f"jobs/{subcommand}.py: cannot import the hamur_dist package ({exc}).\n"

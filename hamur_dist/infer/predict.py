@@ -14,6 +14,7 @@ import torch
 
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.infer.evaluate import check_compatible, model_dir
+from hamur_dist.train.pipeline import parquet_dataset
 
 
 class Scorer:
@@ -47,7 +48,7 @@ def predict(model_path: str | Path, data_root: str | Path, out: str | Path, spli
     if out.exists():
         raise FileExistsError(f"output {out} exists; choose another --out")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    ds = ray.data.read_parquet(manifest.shard_paths(data_root, split), columns=manifest.columns)
+    ds = parquet_dataset(manifest.shard_paths(data_root, split), manifest.columns)
     scored = ds.map_batches(Scorer, fn_constructor_args=(str(model_dir(model_path)), data_root),
                             batch_size=batch_size, batch_format="pyarrow", concurrency=num_actors,
                             num_cpus=0.5)

@@ -8,6 +8,7 @@ tensors in a prefetch thread, checking ids, dense values, labels and domains on 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,25 @@ def read_split(root: str | Path, manifest: Manifest, split: str, shuffle_files: 
     if not files:
         raise InputDataError(f"dataset {root}: split '{split}' has no shards")
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=True) if shuffle_files else None
-    return ray.data.read_parquet(files, columns=columns or manifest.columns, shuffle=shuffle)
+    return parquet_dataset(files, columns or manifest.columns, shuffle)
+
+
+def parquet_dataset(files: list[str], columns: list[str], shuffle=None):
+    """``ray.data.read_parquet`` with a footer-reading pool sized to the number of files.
+
+    Ray 2.60 starts 32 footer-reader actors per read by default: on a small machine that is minutes
+    of process start-up for a handful of files. A value the user set in the environment wins.
+    """
+    import ray.data
+
+    key = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
+    if key in os.environ:
+        return ray.data.read_parquet(files, columns=columns, shuffle=shuffle)
+    os.environ[key] = str(max(1, min(32, len(files) // 16)))
+    try:
+        return ray.data.read_parquet(files, columns=columns, shuffle=shuffle)
+    finally:
+        del os.environ[key]
 
 
 def exact_split_data_config():

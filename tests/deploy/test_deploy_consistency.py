@@ -206,11 +206,16 @@ def test_entrypoints_name_jobs_scripts_of_cli_subcommands(rendered_jobs):
         script, config, _ = entrypoint(job)
         assert re.fullmatch(r"jobs/\w+\.py", script) and (REPO / script).is_file(), f"{name}: {script}"
         assert script[len("jobs/"):-len(".py")] in SUBCOMMANDS, f"{name}: {script} is no hamur subcommand"
+        if script == "jobs/prepare.py":   # `hamur prepare DATASET --out DIR`: no experiment config
+            args = shlex.split(job["spec"]["entrypoint"])
+            out = args[args.index("--out") + 1] if "--out" in args else ""
+            assert out.startswith("/mnt/hamur/"), f"{name}: prepare must write to the shared volume, got --out {out!r}"
+            continue
         assert config and config.startswith("configs/") and config.endswith(".yaml"), f"{name}: --config {config}"
 
 
 def config_paths_named(rendered) -> set[str]:
-    named = {entrypoint(job)[1] for _, job in jobs_in(rendered)}
+    named = {entrypoint(job)[1] for _, job in jobs_in(rendered)} - {None}
     named |= set(re.findall(r"\bconfigs/[\w/.-]+\.yaml", DEPLOY_DOC.read_text()))
     return named
 
@@ -269,7 +274,7 @@ def test_entrypoint_overrides_are_experiment_config_keys(rendered_jobs):
     """Experiment configs (not configs/tune/) with the overrides load: every key exists and types fit."""
     to_check = [entrypoint(job)[1:] for _, job in rendered_jobs]
     # missing configs fail test_every_config_named_in_a_manifest_or_the_docs_exists
-    to_check = [(c, o) for c, o in to_check if not c.startswith("configs/tune/") and (REPO / c).is_file()]
+    to_check = [(c, o) for c, o in to_check if c and not c.startswith("configs/tune/") and (REPO / c).is_file()]
     if not to_check:
         pytest.skip("no experiment config named by a RayJob exists yet")
     from hamur_dist.config import load_experiment

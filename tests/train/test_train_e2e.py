@@ -114,3 +114,26 @@ def test_bad_inputs_give_one_clear_line(tiny_dataset, tmp_path, capsys, case):
     expected = {"missing": f"dataset directory not found: {tmp_path / 'nope'}",
                 "mismatch": "val/part-00000.parquet: has", "config": "unknown config key 'train.epochz'"}[case]
     assert expected in err
+
+
+def test_predict_scores_every_row_with_ray_data_actors(first_run, tiny_dataset, tmp_path):
+    import numpy as np
+    import torch
+
+    from hamur_dist.infer.artifact import load_artifact
+    from hamur_dist.infer.predict import predict
+
+    result, _ = first_run
+    out = tmp_path / "scored"
+    rows = predict(result.run_dir, tiny_dataset, out, split="test", batch_size=512, num_actors=1)
+    assert rows == load_manifest(tiny_dataset).splits["test"].rows
+    scored = pq.read_table(out).to_pandas()
+    assert len(scored) == rows and scored["prediction"].between(0, 1).all()
+    model = load_artifact(result.run_dir / "model")
+    head = scored.head(50)
+    sparse = torch.tensor(np.stack([head[c].to_numpy() for c in ("user", "item", "cat", "domain_id")], 1))
+    with torch.no_grad():
+        expected = torch.sigmoid(model(sparse, torch.tensor(head[["x"]].to_numpy()), torch.tensor(head["domain"].to_numpy())))
+    assert np.allclose(head["prediction"].to_numpy(), expected.numpy(), atol=1e-6)
+    with pytest.raises(FileExistsError):
+        predict(result.run_dir, tiny_dataset, out)
