@@ -121,6 +121,13 @@ def experiment_dir_for(experiment: ExperimentConfig, config_path: str | None) ->
     return Path(storage).expanduser().absolute() / name
 
 
+def _started(experiment_dir: Path) -> bool:
+    """Whether Tune saved state there (a search that died before that can simply be started again)."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(experiment_dir))
+
+
 @dataclass
 class SearchResult:
     experiment_dir: Path
@@ -137,7 +144,7 @@ def run_search(experiment: ExperimentConfig, tune_cfg: TuneConfig, config_path: 
     validate_space(experiment, tune_cfg)
     _scheduler(experiment, tune_cfg)  # config errors before anything starts
     experiment_dir = experiment_dir_for(experiment, config_path)
-    if (experiment_dir / SEARCH_FILE).exists():
+    if (experiment_dir / SEARCH_FILE).exists() and _started(experiment_dir):
         raise ConfigError(f"experiment directory {experiment_dir} exists: pass --resume {experiment_dir} "
                           "to continue it, or choose another run.name")
     root, manifest = ensure_dataset(experiment, log)   # once, before trials race to prepare it
@@ -164,7 +171,7 @@ def resume_search(experiment_dir: str | Path, log=print, address: str | None = N
     if address:
         experiment.ray.address = address
     _, manifest = ensure_dataset(experiment, log)
-    if not tune.Tuner.can_restore(str(experiment_dir)):
+    if not _started(experiment_dir):
         raise ConfigError(f"cannot resume {experiment_dir}: Tune saved no experiment state there yet "
                           "(the search was interrupted before its first trial started); start it again")
     log(f"[hamur tune] resuming {experiment_dir}")
