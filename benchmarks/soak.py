@@ -1,0 +1,119 @@
+"""Soak test: several epochs on a large synthetic set; samples/s and every worker's memory per epoch.
+
+    python benchmarks/soak.py [--data datasets/soak20m] [--rows 20000000] [--epochs 3] [--batch-size 8192]
+                              [--workers 2] [--materialize] [--json out.json] [key.sub=value ...]
+
+The dataset is prepared first when missing (``hamur_dist.data.prepare("synthetic", ...)``, Ali-CCP-like
+vocabularies, ~1.5 GB for 20M rows). Training streams it (``data.materialize=false`` unless
+``--materialize``) through the normal ``train()`` path; tables of at least 10k rows are sharded
+row-wise. Every epoch each worker reports its current and peak RSS (``worker<r>/rss_mb``,
+``worker<r>/peak_rss_mb`` in metrics.jsonl); the script prints them per epoch and the growth of the
+current RSS from epoch 1 (epoch 0 includes warm-up) to the last epoch, which must stay flat.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from hamur_dist.config import load_experiment  # noqa: E402
+from hamur_dist.train.trainer import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# RSS is allowed to wobble by this much between epochs (allocator caches, Ray Data buffers) before
+# it counts as growth.
+GROWTH_TOLERANCE_MB = 64
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(REPO / "datasets" / "soak20m"))
+    p.add_argument("--rows", type=int, default=20_000_000, help="rows when the dataset must be prepared")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=8192, help="per worker")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--materialize", action="store_true", help="hold the dataset in the object store")
+    p.add_argument("--storage", default=str(REPO / "runs"))
+    p.add_argument("--json", help="also write the per-epoch figures here")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="extra config overrides")
+    return p.parse_args()
+
+
+def experiment(args):
+    overrides = [
+        f"data.path={args.data}",
+        "data.prepare.dataset=synthetic",
+        f"data.prepare.args={{rows: {args.rows}, seed: 7, shard_rows: 1000000}}",
+        f"data.batch_size={args.batch_size}", "data.eval_batch_size=32768",
+        f"data.materialize={str(args.materialize).lower()}",
+        f"train.num_workers={args.workers}", f"train.epochs={args.epochs}", "train.patience=0",
+        "train.log_every_steps=100",
+        "model.name=mlp", "model.embed_dim=16", "model.hidden_dims=[256,128]",
+        "model.hamur.enabled=true", "model.hamur.mode=paper", "model.hamur.rank=16",
+        "embedding.sharding=auto", "embedding.auto_row_wise_min_rows=10000",
+        f"run.storage_path={args.storage}", f"run.name=soak-{time.strftime('%Y%m%d-%H%M%S')}",
+        *args.overrides,
+    ]
+    return load_experiment(None, overrides)
+
+
+def worker_memory(row: dict) -> dict[int, tuple[float, float]]:
+    """rank -> (current RSS MB, peak RSS MB) from one metrics.jsonl row."""
+    ranks = sorted(int(k[len("worker"):].split("/")[0]) for k in row if k.startswith("worker") and k.endswith("/rss_mb"))
+    return {r: (row[f"worker{r}/rss_mb"], row[f"worker{r}/peak_rss_mb"]) for r in ranks}
+
+
+def summarise(history: list[dict]) -> dict:
+    epochs = []
+    for row in history:
+        mem = worker_memory(row)
+        epochs.append({"epoch": row["epoch"], "samples": row["train/samples"],
+                       "samples_per_s": round(row["train/samples_per_s"]),
+                       "epoch_seconds": round(row["train/epoch_seconds"], 1),
+                       "val_auc": row.get("val/auc"),
+                       "rss_mb": {r: m[0] for r, m in mem.items()},
+                       "peak_rss_mb": {r: m[1] for r, m in mem.items()}})
+    growth = {}
+    if len(epochs) >= 3:   # epoch 0 includes warm-up: compare epoch 1 with the last
+        first, last = epochs[1]["rss_mb"], epochs[-1]["rss_mb"]
+        growth = {r: round(last[r] - first[r], 1) for r in first if r in last}
+    return {"epochs": epochs, "rss_growth_mb_epoch1_to_last": growth,
+            "memory_flat": all(g <= GROWTH_TOLERANCE_MB for g in growth.values()) if growth else None}
+
+
+def main() -> int:
+    args = parse_args()
+    cfg = experiment(args)
+    started = time.perf_counter()
+    result = train(cfg)
+    wall = time.perf_counter() - started
+    summary = summarise(result.history)
+    summary.update(wall_seconds=round(wall, 1), run_dir=str(result.run_dir), workers=args.workers,
+                   batch_size=args.batch_size, materialize=args.materialize,
+                   test_auc=result.report.get("test", {}).get("overall", {}).get("auc"))
+    print(f"\nsoak: {len(summary['epochs'])} epochs on {args.data}, {args.workers} workers x batch "
+          f"{args.batch_size}, {'materialized' if args.materialize else 'streaming'}; wall {wall:,.0f} s")
+    print("| epoch | samples | samples/s | epoch s | " + " | ".join(
+        f"rank {r} RSS now / peak MB" for r in summary["epochs"][0]["rss_mb"]) + " |")
+    print("|---" * (4 + len(summary["epochs"][0]["rss_mb"])) + "|")
+    for e in summary["epochs"]:
+        mem = " | ".join(f"{e['rss_mb'][r]:,.0f} / {e['peak_rss_mb'][r]:,.0f}" for r in e["rss_mb"])
+        print(f"| {e['epoch']} | {e['samples']:,} | {e['samples_per_s']:,} | {e['epoch_seconds']:,} | {mem} |")
+    if summary["memory_flat"] is None:
+        print("memory: fewer than 3 epochs, no growth figure (epoch 0 includes warm-up)")
+    else:
+        print(f"memory: current RSS growth epoch 1 -> last per rank (MB): {summary['rss_growth_mb_epoch1_to_last']} "
+              f"-> {'flat' if summary['memory_flat'] else 'GROWING'} (tolerance {GROWTH_TOLERANCE_MB} MB)")
+    print(f"test AUC {summary['test_auc']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0 if summary["memory_flat"] in (True, None) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
