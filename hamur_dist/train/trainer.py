@@ -93,10 +93,11 @@ def restart_watch(run_dir: Path, min_workers: int, resources: dict, wait_s: floa
                     import ray
 
                     alive = ray.cluster_resources() if ray.is_initialized() else "unknown"
-                    raise ClusterTooSmallError(
-                        f"the cluster could not place {min_workers} worker(s) of {resources} for "
-                        f"{wait_s:.0f} s (run.worker_wait_s; train.min_workers={min_workers}); "
-                        f"alive cluster resources: {alive}")
+                    message = (f"the cluster could not place {min_workers} worker(s) of {resources} for "
+                               f"{wait_s:.0f} s (run.worker_wait_s; train.min_workers={min_workers}); "
+                               f"alive cluster resources: {alive}")
+                    note(f"stopping: {message}")
+                    raise ClusterTooSmallError(message)
 
         def before_controller_execute_resize_decision(self, resize_decision):
             self.starts += 1
