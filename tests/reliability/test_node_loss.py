@@ -116,6 +116,7 @@ def test_losing_a_node_continues_on_the_rest_or_stops_resumably(cluster, fault_d
     assert "ClusterTooSmallError: the cluster could not place 2 worker(s) of {'CPU': 2.0}" in out.stdout, \
         out.stdout[-5000:]
     assert f"hamur train --resume {run_dir}" in out.stdout
+    assert "stopping: the cluster could not place 2 worker(s)" in events(run_dir)[-1]
     assert [ckpt.verify(d) for d in checkpoint_dirs(run_dir)], "no checkpoint to resume from"
     resumed = hamur_train(cluster, "--resume", str(run_dir), "train.num_workers=1", "train.min_workers=0")
     assert resumed.returncode == 0, resumed.stdout[-5000:]

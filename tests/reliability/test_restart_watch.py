@@ -51,6 +51,7 @@ def test_waiting_longer_than_worker_wait_s_stops_the_run(tmp_path):
     time.sleep(0.3)
     with pytest.raises(ClusterTooSmallError, match=r"could not place 2 worker\(s\) of \{'CPU': 2\} for 0 s"):
         watch.after_controller_state_update(restarting, restarting)
+    assert "stopping: the cluster could not place 2 worker(s)" in events(tmp_path)[-1]
     # a group that starts in time resets the clock
     watch = restart_watch(tmp_path, 2, {"CPU": 2}, wait_s=0.2, max_failures=3)
     watch.after_controller_state_update(RunningState(), restarting)
