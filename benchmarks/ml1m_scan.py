@@ -48,6 +48,8 @@ def run(cfg, manifest, train, val, test, epochs, patience, device):
     best, best_epoch, best_test, waited = -1.0, -1, None, 0
     for epoch in range(epochs):
         model.train()
+        for group in opt.param_groups:
+            group["lr"] = cfg.train.lr * cfg.train.lr_decay ** epoch
         perm = torch.randperm(n, device=device)
         for i in range(0, n, bs):
             idx = perm[i:i + bs]

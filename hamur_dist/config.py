@@ -59,6 +59,7 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-5
+    lr_decay: float = 1.0               # epoch e trains at lr * lr_decay**e (1.0 = constant lr)
     epochs: int = 10
     patience: int = 3                   # epochs without a better overall val AUC before stopping; 0 = off
     seed: int = 2022
@@ -75,6 +76,8 @@ class TrainConfig:
             raise ConfigError("train.epochs must be >= 1")
         if self.lr <= 0:
             raise ConfigError("train.lr must be > 0")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
         if not 0 <= self.min_workers <= self.num_workers:
             raise ConfigError(f"train.min_workers must be in [0, train.num_workers={self.num_workers}], "
                               f"got {self.min_workers}")

@@ -244,6 +244,7 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, cfg.train.epochs):
         if stop:
             break
+        lr = wm.set_epoch_lr(epoch)
         train_metrics, global_step = _guard_input(
             lambda: run_epoch(wm, _iter(cfg, "train", collate_train, wm.device, True), cfg, epoch,
                               train_rows, run_dir, global_step),
@@ -258,7 +259,7 @@ def train_loop_per_worker(config: dict) -> None:
         else:
             patience_left -= 1
         stop = bool(cfg.train.patience) and patience_left <= 0
-        row = {"epoch": epoch, "global_step": global_step, **train_metrics, **flat_metrics(val, "val"),
+        row = {"epoch": epoch, "global_step": global_step, "train/lr": lr, **train_metrics, **flat_metrics(val, "val"),
                "best_epoch": best["epoch"]}
         history.append({k: v for k, v in row.items() if k != "train/samples_per_worker"})
         if rank == 0:

@@ -118,6 +118,17 @@ class WorkerModel:
                 for b, s in zip(self.model.buffers(), saved):
                     b.copy_(s)
 
+    def set_epoch_lr(self, epoch: int) -> float:
+        """Learning rates for this epoch: the configured ones times ``train.lr_decay ** epoch``.
+        Derived from the epoch alone, so a resumed run continues on the same schedule."""
+        factor = self.cfg.train.lr_decay ** epoch
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.train.lr * factor
+        if self.sparse_optimizer is not None:
+            base = self.cfg.embedding.sparse_lr if self.cfg.embedding.sparse_lr is not None else self.cfg.train.lr
+            self.sparse_optimizer.hparams["lr"] = base * factor
+        return self.cfg.train.lr * factor
+
     def backward_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -54,11 +54,13 @@ def test_resume_continues_from_checkpoint(first_run, tiny_dataset):
     from hamur_dist.cli import main
 
     before = result.history[0]
-    assert main(["train", "--resume", str(result.run_dir), "train.epochs=2"]) == 0
+    # lr_decay given on resume: epoch 1 trains at lr * 0.5**1, derived from the epoch number
+    assert main(["train", "--resume", str(result.run_dir), "train.epochs=2", "train.lr_decay=0.5"]) == 0
     history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
     assert history[0]["train/loss"] == pytest.approx(before["train/loss"])  # epoch 0 was not redone
     assert history[1]["global_step"] > history[0]["global_step"]
+    assert [h["train/lr"] for h in history] == pytest.approx([0.01, 0.005])
     assert history[1]["train/samples"] == load_manifest(tiny_dataset).splits["train"].rows
 
 
