@@ -40,7 +40,7 @@ def auc(model, data, bs=65536) -> float:
     return float(binary_auroc(probs, data[3].long()))
 
 
-def run(cfg, manifest, train, val, test, epochs, patience, device):
+def run(cfg, manifest, train, val, test, epochs, patience, device, fixed_order=False, verbose=False):
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, manifest.schema).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -50,7 +50,8 @@ def run(cfg, manifest, train, val, test, epochs, patience, device):
         model.train()
         for group in opt.param_groups:
             group["lr"] = cfg.train.lr * cfg.train.lr_decay ** epoch
-        perm = torch.randperm(n, device=device)
+        if epoch == 0 or not fixed_order:   # fixed_order: the same batches every epoch
+            perm = torch.randperm(n, device=device)
         for i in range(0, n, bs):
             idx = perm[i:i + bs]
             loss = F.binary_cross_entropy_with_logits(model(train[0][idx], train[1][idx], train[2][idx]), train[3][idx])
@@ -58,6 +59,8 @@ def run(cfg, manifest, train, val, test, epochs, patience, device):
             loss.backward()
             opt.step()
         v = auc(model, val)
+        if verbose:
+            print(f"  epoch {epoch}: val AUC {v:.4f}", flush=True)
         if v > best:
             best, best_epoch, best_test, waited = v, epoch, auc(model, test), 0
         else:
@@ -74,6 +77,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="space-separated overrides (repeatable)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--fixed-order", action="store_true", help="draw the batch order once, reuse it every epoch")
+    p.add_argument("--verbose", action="store_true", help="print every epoch's val AUC")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     manifest = load_manifest(args.data)
@@ -82,7 +87,8 @@ def main() -> None:
     for overrides in args.set or [""]:
         cfg = load_experiment(args.config, overrides.split())
         start = time.perf_counter()
-        best, epoch, test_auc = run(cfg, manifest, train, val, test, args.epochs, args.patience, args.device)
+        best, epoch, test_auc = run(cfg, manifest, train, val, test, args.epochs, args.patience, args.device,
+                                      args.fixed_order, args.verbose)
         print(f"{overrides:<70} {best:>12.4f} {epoch:>5} {test_auc:>9.4f} {time.perf_counter() - start:>6.1f}",
               flush=True)
 

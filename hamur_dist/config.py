@@ -31,8 +31,10 @@ class DataConfig:
     prepare: PrepareSpec | None = None          # make it first when missing (cached afterwards)
     batch_size: int = 4096                      # per worker
     eval_batch_size: int = 16384
-    shuffle_files: bool = True                  # new file order every epoch
-    local_shuffle_buffer: int = 0               # rows; 0 = off
+    shuffle_files: bool = True                  # new file (and block) order every epoch
+    local_shuffle_buffer: int = 0               # rows mixed before batching (new mix every epoch); 0 = off
+    global_shuffle: bool = False                # full row shuffle of the train split every epoch (Ray Data
+                                                # random_shuffle: the split must fit the object store)
     materialize: bool = False                   # keep the dataset in the object store across epochs
     verify_hashes: bool = True                  # check shard content hashes against the manifest before training
 

@@ -180,7 +180,7 @@ def evaluate(wm: WorkerModel, batches, manifest, with_user: bool) -> dict:
     return domain_report(preds, manifest.domain.num_domains, manifest.domain.names)
 
 
-def _iter(cfg: ExperimentConfig, name: str, collate: BatchCollator, device, training: bool):
+def _iter(cfg: ExperimentConfig, name: str, collate: BatchCollator, device, training: bool, epoch: int = 0):
     import ray.train
 
     shard = ray.train.get_dataset_shard(name)
@@ -189,7 +189,7 @@ def _iter(cfg: ExperimentConfig, name: str, collate: BatchCollator, device, trai
                   pin_memory=device.type == "cuda")
     if training and cfg.data.local_shuffle_buffer > 0:
         kwargs.update(local_shuffle_buffer_size=cfg.data.local_shuffle_buffer,
-                      local_shuffle_seed=cfg.train.seed)
+                      local_shuffle_seed=cfg.train.seed + epoch)   # a fixed seed mixes alike every epoch
     return shard.iter_torch_batches(**kwargs)
 
 
@@ -246,7 +246,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         lr = wm.set_epoch_lr(epoch)
         train_metrics, global_step = _guard_input(
-            lambda: run_epoch(wm, _iter(cfg, "train", collate_train, wm.device, True), cfg, epoch,
+            lambda: run_epoch(wm, _iter(cfg, "train", collate_train, wm.device, True, epoch), cfg, epoch,
                               train_rows, run_dir, global_step),
             lambda: manifest.shard_paths(root, "train"), manifest)
         val = _guard_input(lambda: evaluate(wm, _iter(cfg, "val", collate_eval, wm.device, False), manifest, with_user),

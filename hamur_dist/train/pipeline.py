@@ -96,6 +96,29 @@ def locate_bad_row(files: list[str], manifest: Manifest) -> str:
     return "the bad row could not be located again (did the files change during the run?)"
 
 
+def training_datasets(root: str | Path, manifest: Manifest, data_cfg, seed: int) -> dict:
+    """The three splits as Ray Datasets, shuffled as configured. Every epoch re-executes them, so
+    the train split gets new batches each epoch: a new file order, and a new block order (which
+    matters for materialized data, read once), or with ``global_shuffle`` a full row shuffle.
+    Without either, the same batches come back every epoch (MovieLens-1M: 0.803 val AUC instead of 0.816)."""
+    datasets = {}
+    for split in SPLITS:
+        train = split == "train"
+        ds = read_split(root, manifest, split, data_cfg.shuffle_files and train, seed)
+        if data_cfg.materialize:
+            ds = ds.materialize()
+        if train and data_cfg.global_shuffle:
+            ds = ds.random_shuffle()   # before the repartition: a shuffle over few big blocks is cheap
+        # Blocks of a few batches: workers take blocks on demand, so small blocks keep their shares
+        # even (a whole file per block left one worker idle for a third of an epoch).
+        rows = 4 * (data_cfg.batch_size if train else data_cfg.eval_batch_size)
+        ds = ds.repartition(target_num_rows_per_block=rows)
+        if train and data_cfg.shuffle_files and not data_cfg.global_shuffle:
+            ds = ds.randomize_block_order()
+        datasets[split] = ds
+    return datasets
+
+
 def read_split(root: str | Path, manifest: Manifest, split: str, shuffle_files: bool, seed: int,
                columns: list[str] | None = None):
     """A Ray Dataset streaming the split's shards (file order reshuffled each execution)."""

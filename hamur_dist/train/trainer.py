@@ -214,7 +214,7 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
 
     from hamur_dist.train.loop import train_loop_per_worker
     from hamur_dist.train.outputs import RunOutputs
-    from hamur_dist.train.pipeline import exact_split_data_config, read_split
+    from hamur_dist.train.pipeline import exact_split_data_config, training_datasets
 
     root, manifest = ensure_dataset(cfg, log)
     name, storage, run_dir = resolve_run(cfg, config_path)
@@ -232,15 +232,7 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # rank 0 prints its own progress lines; Ray's bars flood logs
         ctx.print_on_execution_start = False
-        datasets = {}
-        for split in ("train", "val", "test"):
-            ds = read_split(root, manifest, split, cfg.data.shuffle_files and split == "train", cfg.train.seed)
-            # Blocks of a few batches: workers take blocks on demand, so small blocks keep their
-            # shares even (a whole file per block left one worker idle for a third of an epoch).
-            rows = 4 * (cfg.data.batch_size if split == "train" else cfg.data.eval_batch_size)
-            datasets[split] = ds.repartition(target_num_rows_per_block=rows)
-        if cfg.data.materialize:
-            datasets = {k: v.materialize() for k, v in datasets.items()}
+        datasets = training_datasets(root, manifest, cfg.data, cfg.train.seed)
         resources = {"CPU": cfg.train.cpus_per_worker}
         if cfg.train.use_gpu:
             resources["GPU"] = 1
