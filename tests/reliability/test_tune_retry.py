@@ -20,7 +20,7 @@ def test_a_crashing_trial_is_retried_and_resumes_its_run(ray_session, fault_data
         "model": {"name": "mlp", "hidden_dims": [32, 16], "hamur": {"enabled": True, "rank": 4, "hyper_hidden": [16]}},
         # each trial's own TorchTrainer may not restart (run.max_failures=0): the crash reaches Tune
         "train": {"num_workers": 1, "epochs": 2, "patience": 0, "lr": 0.01, "log_every_steps": 0,
-                  "fail_at_step": 15},   # 12 steps an epoch: in epoch 1
+                  "fail_at_step": 22},   # 12 steps an epoch: late in epoch 1, long after epoch 0's checkpoint was registered
         "run": {"name": "retry", "storage_path": str(tmp_path), "max_failures": 0},
         "tune": {"search": "grid", "max_failures": 1, "max_concurrent_trials": 1, "scheduler": {"enabled": False},
                  "space": {"model.hamur.rank": {"grid": [4]}}},
@@ -33,7 +33,7 @@ def test_a_crashing_trial_is_retried_and_resumes_its_run(ray_session, fault_data
     [trial] = result.trials
     assert trial.status == "completed", trial.status
     run_dir = trial.run_dir
-    assert (run_dir / ".fault_injected").read_text() == "15"      # it did crash, once
+    assert (run_dir / ".fault_injected").read_text() == "22"      # it did crash, once
     log = events(run_dir)
     stop = [i for i, line in enumerate(log) if "no restarts left (run.max_failures=0)" in line]
     resumed = [i for i, line in enumerate(log) if "resumed from the checkpoint after epoch 0" in line]
