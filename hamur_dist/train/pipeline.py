@@ -105,16 +105,18 @@ def training_datasets(root: str | Path, manifest: Manifest, data_cfg, seed: int)
     for split in SPLITS:
         train = split == "train"
         ds = read_split(root, manifest, split, data_cfg.shuffle_files and train, seed)
-        if data_cfg.materialize:
-            ds = ds.materialize()
-        if train and data_cfg.global_shuffle:
-            ds = ds.random_shuffle()   # before the repartition: a shuffle over few big blocks is cheap
         # Blocks of a few batches: workers take blocks on demand, so small blocks keep their shares
         # even (a whole file per block left one worker idle for a third of an epoch).
         rows = 4 * (data_cfg.batch_size if train else data_cfg.eval_batch_size)
-        ds = ds.repartition(target_num_rows_per_block=rows)
-        if train and data_cfg.shuffle_files and not data_cfg.global_shuffle:
-            ds = ds.randomize_block_order()
+        if train and data_cfg.global_shuffle:
+            # shuffle the few big read blocks, then cut them: a shuffle over small blocks is costly
+            ds = ds.materialize() if data_cfg.materialize else ds
+            ds = ds.random_shuffle().repartition(target_num_rows_per_block=rows)
+        else:
+            ds = ds.repartition(target_num_rows_per_block=rows)
+            ds = ds.materialize() if data_cfg.materialize else ds   # cut once, not every epoch
+            if train and data_cfg.shuffle_files:
+                ds = ds.randomize_block_order()
         datasets[split] = ds
     return datasets
 
