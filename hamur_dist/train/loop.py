@@ -29,6 +29,8 @@ from hamur_dist.train.pipeline import BatchCollator, InputDataError, locate_bad_
 from hamur_dist.train.trainer import append_event
 from hamur_dist.train.worker_model import WorkerModel
 
+INJECTED_FAILURE_SETTLE_S = 6.0   # three of the controller's 2 s polls
+
 
 def say(message: str) -> None:
     """Print once. Ray Train patches ``print`` to log *and* tee to a redirected stdout (shown twice);
@@ -115,6 +117,11 @@ def _maybe_inject_failure(cfg: ExperimentConfig, global_step: int, run_dir: Path
         return
     marker.write_text(str(global_step))
     say(f"[hamur] injecting a failure at global step {global_step} (train.fail_at_step)")
+    # The controller picks up reports (and registers their checkpoints) when it polls the workers,
+    # every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s). On a loaded machine a crash a few steps after an
+    # epoch's report can come before that poll, and the restart then rightly starts one checkpoint
+    # earlier. Tests want a fixed checkpoint to resume from, so the injected crash waits for the poll.
+    time.sleep(INJECTED_FAILURE_SETTLE_S)
     os._exit(1)  # like a SIGKILL'd worker: no cleanup, no exception handling
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pyarrow as pa
@@ -13,6 +14,8 @@ from hamur_dist.data.manifest import load_manifest
 from hamur_dist.train.trainer import TrainingError, train
 
 pytestmark = pytest.mark.slow
+
+RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)?\(\w+ pid=\d+")
 
 BASE = ["data.batch_size=256", "model.hidden_dims=[32,16]", "model.hamur.enabled=true", "model.hamur.rank=4",
         "model.hamur.hyper_hidden=[16]", "train.lr=0.01", "train.log_every_steps=0", "train.patience=0"]
@@ -111,7 +114,8 @@ def test_bad_inputs_give_one_clear_line(tiny_dataset, tmp_path, capsys, case):
     if case == "config":
         args = ["train", "--config", str(empty), f"data.path={tiny_dataset}", "train.epochz=3"]
     assert main(args) == 2
-    err = capsys.readouterr().err
+    # Ray's log monitor may forward other actors' lines "(Name pid=N) ..." into the same stderr
+    err = "\n".join(line for line in capsys.readouterr().err.splitlines() if not RAY_FORWARDED.match(line))
     assert err.startswith("hamur train: error:") and "Traceback" not in err
     expected = {"missing": f"dataset directory not found: {tmp_path / 'nope'}",
                 "mismatch": "val/part-00000.parquet: has", "config": "unknown config key 'train.epochz'"}[case]
