@@ -17,6 +17,9 @@ trial (``final: 1``; its ``val/auc`` is the best epoch's) carries no ``epochs_do
 it. Tune's own ``training_iteration`` would count that report as one more iteration, and it restarts
 from 1 when a trial is resumed without a Tune checkpoint while the training run resumes at its next
 epoch; hence our own counter.
+
+A trial that ASHA stops is killed with its TorchTrainer; ``hamur_dist.tune.cleanup`` frees the
+placement group its workers held (Ray Train's own cleaner needs the dashboard).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ def run_trial(params: dict, *, base: dict, space: dict, experiment_dir: str) -> 
     from ray import tune
 
     from hamur_dist.train.trainer import train
+    from hamur_dist.tune.cleanup import PlacementGroupRecorder
     from hamur_dist.tune.report import EpochReportCallback
 
     cfg = trial_experiment(base, params, space)
@@ -50,7 +54,7 @@ def run_trial(params: dict, *, base: dict, space: dict, experiment_dir: str) -> 
     cfg.run.resume = (runs / trial_id / "config.yaml").is_file()
     if cfg.run.resume:
         print(f"[hamur tune] trial {trial_id}: continuing its run {runs / trial_id} from the last checkpoint")
-    train(cfg, log=print, callbacks=[EpochReportCallback()])
+    train(cfg, log=print, callbacks=[EpochReportCallback(), PlacementGroupRecorder(runs / trial_id)])
 
 
 def trial_dirname(trial) -> str:
@@ -99,6 +103,8 @@ def _search_alg(tune_cfg: TuneConfig):
 def _tuner(experiment: ExperimentConfig, tune_cfg: TuneConfig, experiment_dir: Path):
     from ray import tune
 
+    from hamur_dist.tune.cleanup import EndedTrialCleanup
+
     return tune.Tuner(
         _trainable(to_dict(experiment), tune_cfg, experiment_dir),
         param_space=param_space(tune_cfg.space),
@@ -107,7 +113,8 @@ def _tuner(experiment: ExperimentConfig, tune_cfg: TuneConfig, experiment_dir: P
                                     max_concurrent_trials=tune_cfg.max_concurrent_trials,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=experiment_dir.name, storage_path=str(experiment_dir.parent),
-                                  failure_config=tune.FailureConfig(max_failures=tune_cfg.max_failures)),
+                                  failure_config=tune.FailureConfig(max_failures=tune_cfg.max_failures),
+                                  callbacks=[EndedTrialCleanup(experiment_dir / RUNS_DIR)]),
     )
 
 

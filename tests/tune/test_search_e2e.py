@@ -50,6 +50,17 @@ def test_every_trial_is_a_training_run_with_its_own_values(search, tune_dataset)
     assert sum(r.status == "completed" for r in rows) >= 1   # the first trial at a rung is never cut
 
 
+def test_ended_trials_leave_no_train_workers_reserved(search, ray_session):
+    """Every worker group's placement group is gone after the search, also those of stopped trials."""
+    from hamur_dist.tune.cleanup import RECORD
+
+    result, _ = search
+    recorded = [line for row in result.trials for line in (row.run_dir / RECORD).read_text().split()]
+    assert len(recorded) >= len(result.trials)   # one per worker-group start
+    table = ray_session.util.placement_group_table()
+    assert {table[pg]["state"] for pg in recorded if pg in table} <= {"REMOVED"}
+
+
 def test_tune_got_the_epoch_reports_and_the_final_report(search):
     result, _ = search
     finished = 0
