@@ -15,6 +15,7 @@ from pathlib import Path
 from hamur_dist.config import ExperimentConfig, RayConfig, from_dict, to_dict
 from hamur_dist.config_loader import ConfigError, read_yaml
 from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest
+from hamur_dist.train.ray_logging import LOCAL_RUNTIME_ENV
 
 
 class TrainingError(RuntimeError):
@@ -131,7 +132,7 @@ def ray_cluster(rc: RayConfig, log=print):
         cpus = rc.num_cpus or max(4, 2 * (os.cpu_count() or 1))
         log(f"[hamur] starting local Ray ({cpus} logical CPUs, {rc.object_store_mb} MB object store)")
         ray.init(num_cpus=cpus, object_store_memory=rc.object_store_mb * 1024**2,
-                 include_dashboard=False, configure_logging=False)
+                 include_dashboard=False, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)
     try:
         yield
     finally:
