@@ -30,6 +30,7 @@ from hamur_dist.train.trainer import append_event
 from hamur_dist.train.worker_model import WorkerModel
 
 INJECTED_FAILURE_SETTLE_S = 6.0   # three of the controller's 2 s polls
+MEMORY_KEYS = ("rss_mb", "peak_rss_mb", "private_rss_mb", "shared_rss_mb")   # as _memory_mb returns them
 
 
 def say(message: str) -> None:
@@ -89,17 +90,23 @@ class Progress:
               f"elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MB (current from /proc on Linux, else the peak)."""
+def _memory_mb() -> tuple[float, float, float, float]:
+    """This process's resident memory in MB: (current, peak, private, shared).
+
+    private (RssAnon) is what the process itself allocated: a leak grows it. shared (RssFile +
+    RssShmem) is mapped files and shared memory, chiefly the Ray object store blocks this worker has
+    read; it grows as the worker touches more of the store's pages, bounded by the store's size, and
+    is not this process's to free. Off Linux only the peak is known."""
     import resource
 
-    try:
-        with open("/proc/self/statm") as f:
-            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**2
-    except (OSError, ValueError):
-        current = None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (updated lazily)
-    return (peak, peak) if current is None else (current, max(peak, current))
+    try:
+        with open("/proc/self/status") as f:
+            kib = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if k.startswith("Rss")}
+        current, private = kib["RssAnon"] + kib["RssFile"] + kib["RssShmem"], kib["RssAnon"]
+        return current / 1024, max(peak, current / 1024), private / 1024, (current - private) / 1024
+    except (OSError, KeyError, ValueError):
+        return peak, peak, peak, 0.0
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -154,14 +161,14 @@ def run_epoch(wm: WorkerModel, batches, cfg: ExperimentConfig, epoch: int, expec
     totals = torch.tensor([seen, loss_sum.item()], dtype=torch.float64)
     per_worker = torch.zeros(world, dtype=torch.float64)
     per_worker[rank] = seen
-    memory = torch.zeros(2, world, dtype=torch.float64)   # current and peak RSS of every rank (a leak shows here)
-    memory[:, rank] = torch.tensor(_rss_mb(), dtype=torch.float64)
+    memory = torch.zeros(len(MEMORY_KEYS), world, dtype=torch.float64)   # every rank's RSS (a leak shows here)
+    memory[:, rank] = torch.tensor(_memory_mb(), dtype=torch.float64)
     if world > 1:
         dist.all_reduce(totals)
         dist.all_reduce(per_worker)
         dist.all_reduce(memory)
     extra = {f"worker{r}/{key}": round(memory[i, r].item(), 1)
-             for i, key in enumerate(("rss_mb", "peak_rss_mb")) for r in range(world)}
+             for i, key in enumerate(MEMORY_KEYS) for r in range(world)}
     if wm.device.type == "cuda":
         extra["gpu/max_memory_mb"] = torch.cuda.max_memory_allocated(wm.device) / 2**20
     return {
@@ -275,8 +282,10 @@ def train_loop_per_worker(config: dict) -> None:
             say(f"[hamur] epoch {epoch}: train loss {row['train/loss']:.4f}, "
                   f"{row['train/samples_per_s']:,.0f} samples/s, val AUC {fmt(val['overall']['auc'])} "
                   f"({per_domain}){' *best*' if improved else ''}")
-            say(f"[hamur] epoch {epoch}: worker RSS MB now/peak: " + ", ".join(
-                f"rank {r} {row[f'worker{r}/rss_mb']:,.0f}/{row[f'worker{r}/peak_rss_mb']:,.0f}" for r in range(world)))
+            say(f"[hamur] epoch {epoch}: worker RSS MB now/peak (private + shared now): " + ", ".join(
+                f"rank {r} {row[f'worker{r}/rss_mb']:,.0f}/{row[f'worker{r}/peak_rss_mb']:,.0f} "
+                f"({row[f'worker{r}/private_rss_mb']:,.0f} + {row[f'worker{r}/shared_rss_mb']:,.0f})"
+                for r in range(world)))
         state = {"epoch": epoch, "best": best, "history": history, "patience_left": patience_left,
                  "global_step": global_step}
         # An improved epoch is always saved: the test runs on the best epoch's checkpoint.
