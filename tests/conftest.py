@@ -53,7 +53,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        from hamur_dist.train.ray_logging import LOCAL_RUNTIME_ENV
+        from hamur_dist.train.local_ray import LOCAL_RUNTIME_ENV
 
         ray.init(num_cpus=4, object_store_memory=512 * 1024**2, include_dashboard=False,
                  log_to_driver=True, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)

@@ -32,14 +32,19 @@ KINDS = ("adam", "adagrad")
 def lazy_zeros(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Zeros whose memory the OS hands out page by page on first write (CPU): state of rows never
     touched costs no resident memory. ``torch.zeros`` writes every page up front, and numpy's
-    calloc asks for 2 MiB huge pages, which random row writes fill completely; an anonymous mmap
-    gives plain 4 KiB zero pages."""
+    calloc asks for 2 MiB huge pages, which random row writes fill completely; a private anonymous
+    mmap with huge pages declined gives plain 4 KiB pages. Private, not shared: reading a page never
+    written (``torch.save`` of the whole state at every checkpoint) then maps the kernel's one zero
+    page instead of allocating it, and the memory counts as the process's own (RssAnon)."""
     if torch.device(device).type != "cpu":
         return torch.zeros(shape, dtype=dtype, device=device)
     count = math.prod(shape)
     if count == 0:
         return torch.zeros(shape, dtype=dtype)
-    buffer = mmap.mmap(-1, count * torch.empty(0, dtype=dtype).element_size())
+    nbytes = count * torch.empty(0, dtype=dtype).element_size()
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):   # Linux: with THP "always" a first write would fill 2 MiB
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)
     return torch.frombuffer(buffer, dtype=dtype).view(tuple(shape))   # the tensor keeps the mapping alive
 
 

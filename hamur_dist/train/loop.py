@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from hamur_dist.config import ExperimentConfig, from_dict, to_dict
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.train import checkpoint as ckpt
+from hamur_dist.train.memory import MEMORY_KEYS, MemoryMonitor, release_freed_memory
 from hamur_dist.train.metrics import PredictionBuffer, domain_report, flat_metrics, fmt, gather_predictions
 from hamur_dist.train.outputs import RunOutputs
 from hamur_dist.train.pipeline import BatchCollator, InputDataError, locate_bad_row
@@ -30,7 +31,6 @@ from hamur_dist.train.trainer import append_event
 from hamur_dist.train.worker_model import WorkerModel
 
 INJECTED_FAILURE_SETTLE_S = 6.0   # three of the controller's 2 s polls
-MEMORY_KEYS = ("rss_mb", "peak_rss_mb", "private_rss_mb", "shared_rss_mb")   # as _memory_mb returns them
 
 
 def say(message: str) -> None:
@@ -90,25 +90,6 @@ class Progress:
               f"elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
 
 
-def _memory_mb() -> tuple[float, float, float, float]:
-    """This process's resident memory in MB: (current, peak, private, shared).
-
-    private (RssAnon) is what the process itself allocated: a leak grows it. shared (RssFile +
-    RssShmem) is mapped files and shared memory, chiefly the Ray object store blocks this worker has
-    read; it grows as the worker touches more of the store's pages, bounded by the store's size, and
-    is not this process's to free. Off Linux only the peak is known."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (updated lazily)
-    try:
-        with open("/proc/self/status") as f:
-            kib = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if k.startswith("Rss")}
-        current, private = kib["RssAnon"] + kib["RssFile"] + kib["RssShmem"], kib["RssAnon"]
-        return current / 1024, max(peak, current / 1024), private / 1024, (current - private) / 1024
-    except (OSError, KeyError, ValueError):
-        return peak, peak, peak, 0.0
-
-
 def _to_device(batch: dict, device) -> dict:
     if device.type == "cpu":
         return batch
@@ -133,7 +114,7 @@ def _maybe_inject_failure(cfg: ExperimentConfig, global_step: int, run_dir: Path
 
 
 def run_epoch(wm: WorkerModel, batches, cfg: ExperimentConfig, epoch: int, expected_rows: int,
-              run_dir: Path, global_step: int) -> tuple[dict, int]:
+              run_dir: Path, global_step: int, memory: MemoryMonitor) -> tuple[dict, int]:
     rank, world = _world()
     wm.train()
     progress = Progress(rank, world, cfg.train.log_every_steps, expected_rows, epoch)
@@ -161,13 +142,14 @@ def run_epoch(wm: WorkerModel, batches, cfg: ExperimentConfig, epoch: int, expec
     totals = torch.tensor([seen, loss_sum.item()], dtype=torch.float64)
     per_worker = torch.zeros(world, dtype=torch.float64)
     per_worker[rank] = seen
-    memory = torch.zeros(len(MEMORY_KEYS), world, dtype=torch.float64)   # every rank's RSS (a leak shows here)
-    memory[:, rank] = torch.tensor(_memory_mb(), dtype=torch.float64)
+    figures = torch.zeros(len(MEMORY_KEYS), world, dtype=torch.float64)   # every rank's memory (a leak shows here)
+    release_freed_memory()   # what the last epoch's evaluation and checkpoint freed is not held
+    figures[:, rank] = torch.tensor(memory.report(), dtype=torch.float64)
     if world > 1:
         dist.all_reduce(totals)
         dist.all_reduce(per_worker)
-        dist.all_reduce(memory)
-    extra = {f"worker{r}/{key}": round(memory[i, r].item(), 1)
+        dist.all_reduce(figures)
+    extra = {f"worker{r}/{key}": round(figures[i, r].item(), 1)
              for i, key in enumerate(MEMORY_KEYS) for r in range(world)}
     if wm.device.type == "cuda":
         extra["gpu/max_memory_mb"] = torch.cuda.max_memory_allocated(wm.device) / 2**20
@@ -255,13 +237,14 @@ def train_loop_per_worker(config: dict) -> None:
     train_rows = manifest.splits["train"].rows
     stop = start_epoch >= cfg.train.epochs or (cfg.train.patience and patience_left <= 0)
     epoch = start_epoch - 1
+    memory = MemoryMonitor()
     for epoch in range(start_epoch, cfg.train.epochs):
         if stop:
             break
         lr = wm.set_epoch_lr(epoch)
         train_metrics, global_step = _guard_input(
             lambda: run_epoch(wm, _iter(cfg, "train", collate_train, wm.device, True, epoch), cfg, epoch,
-                              train_rows, run_dir, global_step),
+                              train_rows, run_dir, global_step, memory),
             lambda: manifest.shard_paths(root, "train"), manifest)
         val = _guard_input(lambda: evaluate(wm, _iter(cfg, "val", collate_eval, wm.device, False), manifest, with_user),
                            lambda: manifest.shard_paths(root, "val"), manifest)
@@ -282,10 +265,12 @@ def train_loop_per_worker(config: dict) -> None:
             say(f"[hamur] epoch {epoch}: train loss {row['train/loss']:.4f}, "
                   f"{row['train/samples_per_s']:,.0f} samples/s, val AUC {fmt(val['overall']['auc'])} "
                   f"({per_domain}){' *best*' if improved else ''}")
-            say(f"[hamur] epoch {epoch}: worker RSS MB now/peak (private + shared now): " + ", ".join(
-                f"rank {r} {row[f'worker{r}/rss_mb']:,.0f}/{row[f'worker{r}/peak_rss_mb']:,.0f} "
-                f"({row[f'worker{r}/private_rss_mb']:,.0f} + {row[f'worker{r}/shared_rss_mb']:,.0f})"
-                for r in range(world)))
+            say(f"[hamur] epoch {epoch}: worker memory MB, RSS now/peak (private now/epoch peak + shared, "
+                "of it object store): " + ", ".join(
+                    f"rank {r} {row[f'worker{r}/rss_mb']:,.0f}/{row[f'worker{r}/peak_rss_mb']:,.0f} "
+                    f"({row[f'worker{r}/private_rss_mb']:,.0f}/{row[f'worker{r}/private_peak_rss_mb']:,.0f} + "
+                    f"{row[f'worker{r}/shared_rss_mb']:,.0f}, {row[f'worker{r}/store_rss_mb']:,.0f})"
+                    for r in range(world)))
         state = {"epoch": epoch, "best": best, "history": history, "patience_left": patience_left,
                  "global_step": global_step}
         # An improved epoch is always saved: the test runs on the best epoch's checkpoint.
@@ -294,6 +279,7 @@ def train_loop_per_worker(config: dict) -> None:
         if stop and rank == 0:
             say(f"[hamur] early stopping: no better val AUC for {cfg.train.patience} epochs")
 
+    memory.close()
     # Test with the best weights (the best epoch's checkpoint).
     best_dir = _load_best(ray.train, wm, best["epoch"], fingerprint)
     test = _guard_input(lambda: evaluate(wm, _iter(cfg, "test", collate_eval, wm.device, False), manifest, with_user),

@@ -15,7 +15,7 @@ from pathlib import Path
 from hamur_dist.config import ExperimentConfig, RayConfig, from_dict, to_dict
 from hamur_dist.config_loader import ConfigError, read_yaml
 from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest
-from hamur_dist.train.ray_logging import LOCAL_RUNTIME_ENV
+from hamur_dist.train.local_ray import LOCAL_RUNTIME_ENV
 
 
 class TrainingError(RuntimeError):

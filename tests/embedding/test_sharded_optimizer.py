@@ -111,3 +111,21 @@ def test_training_matches_unsharded_reference_two_ranks():
 
 def test_training_matches_unsharded_reference_three_ranks():
     h.run_ranks(h.check_training, 3, [dict(h.TRAIN)])
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/status")
+def test_optimiser_state_costs_memory_only_for_rows_written():
+    from hamur_dist.embedding.optimizer import lazy_zeros
+
+    def private_mb():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+
+    start = private_mb()
+    state = lazy_zeros((1_000_000, 64), torch.float32, torch.device("cpu"))   # 256 MB of zeros
+    assert private_mb() - start < 16
+    state[::1000] = 1.0                        # 1,000 rows, one 4 KiB page each
+    written = private_mb() - start
+    assert 2 < written < 40, written
+    assert float(state.sum()) == 1000 * 64     # reads every page, as torch.save does at a checkpoint
+    assert private_mb() - start < written + 16, "reading rows never written made them resident"
