@@ -77,45 +77,40 @@ def test_sigkilled_worker_restarts_the_group_from_the_last_checkpoint(baseline, 
 
 @pytest.fixture(scope="module")
 def stopped_run(baseline, fault_dataset, storage):
-    """A run that fails in epoch 1 with no restarts allowed; returns (run_dir, the TrainingError)."""
+    """A 3-epoch run that fails in epoch 2 with no restarts allowed, leaving the checkpoints of epochs 0
+    and 1; returns (run_dir, the TrainingError)."""
     with pytest.raises(TrainingError) as err:
-        train(cfg(fault_dataset, storage, EPOCHS, "run.name=stopped", "run.max_failures=0",
-                  f"train.fail_at_step={mid_epoch_1(baseline)}"), log=quiet)
+        train(cfg(fault_dataset, storage, "train.epochs=3", "run.name=stopped", "run.max_failures=0",
+                  f"train.fail_at_step={baseline.history[1]['global_step'] + 3}"), log=quiet)
     return storage / "stopped", err.value
 
 
-def test_without_restarts_the_run_stops_with_a_clear_error_and_a_resumable_checkpoint(stopped_run, baseline,
-                                                                                        fault_dataset):
-    from hamur_dist.cli import main
-
+def test_without_restarts_the_run_stops_with_a_clear_error_and_a_resumable_checkpoint(stopped_run):
     run_dir, error = stopped_run
     assert f"hamur train --resume {run_dir}" in str(error)
     assert any("no restarts left (run.max_failures=0): stopping" in line for line in events(run_dir))
+    assert [h["epoch"] for h in history(run_dir)] == [0, 1]
     good = [d for d in checkpoint_dirs(run_dir) if ckpt.verify(d) is not None]
-    assert good, "no checkpoint survived the failure"
-    assert [h["epoch"] for h in history(run_dir)] == [0]
-
-    assert main(["train", "--resume", str(run_dir)]) == 0
-    assert any("resumed from the checkpoint after epoch 0" in line for line in events(run_dir))
-    assert (run_dir / ".fault_injected").is_file()      # the marker keeps the resumed run from failing again
-    assert_exact_epochs(run_dir, fault_dataset, 2)
-    assert test_auc(run_dir) == pytest.approx(test_auc(baseline.run_dir), abs=AUC_NOISE)
+    assert len(good) >= 2, "the checkpoints of epochs 0 and 1 did not survive the failure"
 
 
-def test_corrupt_latest_checkpoint_is_skipped_and_the_previous_one_resumed(stopped_run, fault_dataset):
+def test_corrupt_latest_checkpoint_is_skipped_and_the_previous_one_resumed(stopped_run, baseline, fault_dataset):
+    """The stopped run resumed (``hamur train --resume``) after its latest checkpoint was truncated:
+    the previous one is used, and the run completes."""
     from hamur_dist.cli import main
 
     run_dir, _ = stopped_run
-    assert (run_dir / "report.json").is_file(), "needs the finished run of the previous test"
     latest = checkpoint_dirs(run_dir)[-1]
     state = latest / ckpt.STATE
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])   # truncated, as by a full disk
     with pytest.raises(ckpt.CheckpointError, match="state.pt is corrupt"):
         ckpt.verify(latest)
 
-    assert main(["train", "--resume", str(run_dir), "train.epochs=3"]) == 0
+    assert main(["train", "--resume", str(run_dir)]) == 0
     log = events(run_dir)
     skipped = [line for line in log if line.split(" ", 2)[2].startswith("skipping checkpoint")]
     assert skipped and latest.name in skipped[-1] and "state.pt is corrupt (content hash differs)" in skipped[-1]
-    assert "resumed from the checkpoint after epoch" in log[log.index(skipped[-1]) + 1]
+    assert "resumed from the checkpoint after epoch 0" in log[log.index(skipped[-1]) + 1]
+    assert (run_dir / ".fault_injected").is_file()      # the marker keeps the resumed run from failing again
     assert_exact_epochs(run_dir, fault_dataset, 3)
+    assert test_auc(run_dir) == pytest.approx(test_auc(baseline.run_dir), abs=AUC_NOISE)

@@ -1,5 +1,6 @@
 """MovieLens-1M end to end on Ray Train (2 workers): replicated vs row-wise sharded user/movie
-tables reach the same test AUC, and a run resumes from its checkpoint and continues."""
+tables reach the same test AUC, and the sharded run's artifact evaluates offline to it. (Resuming
+sharded tables on other world sizes is tests/reliability/test_sharded_resume.py, on the tiny set.)"""
 from __future__ import annotations
 
 import json
@@ -53,13 +54,3 @@ def test_row_wise_sharded_tables_match_replicated_auc(runs):
 
     offline = evaluate_model(sharded.run_dir, json.loads((sharded.run_dir / "report.json").read_text())["dataset"])
     assert offline["overall"]["auc"] == pytest.approx(b, abs=1e-5)
-
-
-def test_sharded_run_resumes_on_one_worker(runs, tmp_path):
-    from hamur_dist.cli import main
-
-    _, sharded = runs
-    assert main(["train", "--resume", str(sharded.run_dir), "train.epochs=2", "train.num_workers=1"]) == 0
-    history = [json.loads(line) for line in (sharded.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1]
-    assert history[1]["val/auc"] > history[0]["val/auc"] - 0.01

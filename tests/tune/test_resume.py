@@ -89,7 +89,7 @@ def _wait_for(condition, timeout_s: float, proc, what: str, log: Path):
 
 def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_path):
     storage = tmp_path / "runs"
-    path = write_search_file(tmp_path / "search.yaml", tune_dataset, storage, "interrupted", epochs=3,
+    path = write_search_file(tmp_path / "search.yaml", tune_dataset, storage, "interrupted", epochs=2,
                              space={"model.hamur.rank": {"grid": [2, 4, 8]}},
                              tune={"max_concurrent_trials": 1, "scheduler": {"enabled": False}})
     text = path.read_text() + "ray: {num_cpus: 4, object_store_mb: 256}\n"
@@ -149,10 +149,10 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
     kept = max(before["interrupted_checkpointed"]) + 1
     assert len(before["interrupted_metrics"]) >= kept
     assert after[:kept] == before["interrupted_metrics"][:kept]
-    assert [json.loads(x)["epoch"] for x in after] == [0, 1, 2]
+    assert [json.loads(x)["epoch"] for x in after] == [0, 1]
     assert "continuing its run" in resumed.stdout + resumed.stderr
     with open(exp / "trials.csv") as f:
         table = list(csv.DictReader(f))
     assert sorted(r["trial_id"] for r in table) == sorted(statuses)
-    assert all(r["status"] == "completed" and r["epochs_run"] == "3" and r["test/auc"] for r in table)
+    assert all(r["status"] == "completed" and r["epochs_run"] == "2" and r["test/auc"] for r in table)
     assert sorted(int(r["model.hamur.rank"]) for r in table) == [2, 4, 8]
