@@ -331,16 +331,26 @@ def _restore(train_api, wm: WorkerModel, fingerprint: dict, run_dir: Path):
 
 
 def _load_best(train_api, wm: WorkerModel, best_epoch: int, fingerprint: dict):
-    """Load the checkpoint of the best epoch into the model; returns that checkpoint (or None)."""
+    """Load the checkpoint of the best epoch into the model; returns that checkpoint (or None).
+
+    After a resume from an older checkpoint (the newer one was corrupt) an epoch can have two: the
+    newest is this run's. One that does not verify is skipped like in ``_restore``."""
     if best_epoch < 0:
         return None
-    for reported in reversed(train_api.get_all_reported_checkpoints()):
-        if reported.metrics.get("epoch") == best_epoch and not reported.metrics.get("final"):
-            with reported.checkpoint.as_directory() as d:
+    matching = [r.checkpoint for r in train_api.get_all_reported_checkpoints()
+                if r.metrics.get("epoch") == best_epoch and not r.metrics.get("final")]
+    for checkpoint in sorted(matching, key=lambda c: Path(c.path).name, reverse=True):   # names carry the time
+        with checkpoint.as_directory() as d:
+            try:
                 wm.load_checkpoint(d, ckpt.load_state(d, fingerprint), with_optimizer=False)
-            return reported.checkpoint
+                return checkpoint
+            except ckpt.CheckpointError as exc:
+                if "incompatible" in str(exc):
+                    raise
+                if wm.rank == 0:
+                    say(f"[hamur] skipping checkpoint {checkpoint.path} for the test: {exc}")
     if wm.rank == 0:
-        say(f"[hamur] warning: the checkpoint of the best epoch {best_epoch} is gone; testing the last weights")
+        say(f"[hamur] warning: no checkpoint of the best epoch {best_epoch} verifies; testing the last weights")
     return None
 
 
