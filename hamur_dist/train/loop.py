@@ -30,7 +30,6 @@ from hamur_dist.train.pipeline import BatchCollator, InputDataError, locate_bad_
 from hamur_dist.train.trainer import append_event
 from hamur_dist.train.worker_model import WorkerModel
 
-INJECTED_FAILURE_SETTLE_S = 6.0   # three of the controller's 2 s polls
 
 
 def say(message: str) -> None:
@@ -109,7 +108,7 @@ def _maybe_inject_failure(cfg: ExperimentConfig, global_step: int, run_dir: Path
     # every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s). On a loaded machine a crash a few steps after an
     # epoch's report can come before that poll, and the restart then rightly starts one checkpoint
     # earlier. Tests want a fixed checkpoint to resume from, so the injected crash waits for the poll.
-    time.sleep(INJECTED_FAILURE_SETTLE_S)
+    time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))   # three polls
     os._exit(1)  # like a SIGKILL'd worker: no cleanup, no exception handling
 
 
