@@ -8,8 +8,8 @@ vocabularies, ~1.5 GB for 20M rows). Training streams it (``data.materialize=fal
 ``--materialize``) through the normal ``train()`` path; tables of at least 10k rows are sharded
 row-wise. Every epoch each worker reports its current and peak RSS and its split (``worker<r>/rss_mb``,
 ``peak_rss_mb``, ``private_rss_mb``, ``private_peak_rss_mb``, ``shared_rss_mb``, ``store_rss_mb`` in
-metrics.jsonl, see hamur_dist/train/memory.py); the script prints them per epoch and their growth from epoch 1 (epoch 0
-includes warm-up) to the last. The worker's own (private) memory, at the end of each epoch and at its
+metrics.jsonl, see hamur_dist/train/memory.py); the script prints them per epoch and their growth
+from epoch 1 (epoch 0 includes warm-up) to the last. The worker's own (private) memory, at the end of each epoch and at its
 peak, must stay flat: the script exits 1 when either grows by more than GROWTH_TOLERANCE_MB on any worker.
 """
 from __future__ import annotations

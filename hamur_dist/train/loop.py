@@ -31,7 +31,6 @@ from hamur_dist.train.trainer import append_event
 from hamur_dist.train.worker_model import WorkerModel
 
 
-
 def say(message: str) -> None:
     """Print once. Ray Train patches ``print`` to log *and* tee to a redirected stdout (shown twice);
     writing to the process's real stdout reaches the driver exactly once."""
@@ -302,6 +301,20 @@ def train_loop_per_worker(config: dict) -> None:
     _report(ray.train, wm, final, row, fingerprint, with_checkpoint=True)
 
 
+def _load_verified(wm: WorkerModel, checkpoint, fingerprint: dict, with_optimizer: bool = True):
+    """Load ``checkpoint`` into the model if it verifies: (its state, None), else (None, why not).
+    A checkpoint of an incompatible config raises: no other checkpoint of the run would do."""
+    with checkpoint.as_directory() as d:
+        try:
+            state = ckpt.load_state(d, fingerprint)
+            wm.load_checkpoint(d, state, with_optimizer=with_optimizer)
+            return state, None
+        except ckpt.CheckpointError as exc:
+            if "incompatible" in str(exc):
+                raise
+            return None, exc
+
+
 def _restore(train_api, wm: WorkerModel, fingerprint: dict, run_dir: Path):
     """Load the newest checkpoint that verifies (falling back past corrupt ones, noted in events.log)."""
     latest = train_api.get_checkpoint()
@@ -315,17 +328,12 @@ def _restore(train_api, wm: WorkerModel, fingerprint: dict, run_dir: Path):
     if not candidates or candidates[-1].path != latest.path:
         candidates.append(latest)
     for checkpoint in reversed(candidates):
-        with checkpoint.as_directory() as d:
-            try:
-                state = ckpt.load_state(d, fingerprint)
-                wm.load_checkpoint(d, state)
-                return state
-            except ckpt.CheckpointError as exc:
-                if "incompatible" in str(exc):
-                    raise
-                say(f"[hamur] rank {wm.rank}: skipping checkpoint {checkpoint.path}: {exc}")
-                if wm.rank == 0:
-                    append_event(run_dir, f"skipping checkpoint {checkpoint.path}: {exc}")
+        state, problem = _load_verified(wm, checkpoint, fingerprint)
+        if state is not None:
+            return state
+        say(f"[hamur] rank {wm.rank}: skipping checkpoint {checkpoint.path}: {problem}")
+        if wm.rank == 0:
+            append_event(run_dir, f"skipping checkpoint {checkpoint.path}: {problem}")
     raise ckpt.CheckpointError("no checkpoint of this run verifies; remove the run directory to start over")
 
 
@@ -339,15 +347,11 @@ def _load_best(train_api, wm: WorkerModel, best_epoch: int, fingerprint: dict):
     matching = [r.checkpoint for r in train_api.get_all_reported_checkpoints()
                 if r.metrics.get("epoch") == best_epoch and not r.metrics.get("final")]
     for checkpoint in sorted(matching, key=lambda c: Path(c.path).name, reverse=True):   # names carry the time
-        with checkpoint.as_directory() as d:
-            try:
-                wm.load_checkpoint(d, ckpt.load_state(d, fingerprint), with_optimizer=False)
-                return checkpoint
-            except ckpt.CheckpointError as exc:
-                if "incompatible" in str(exc):
-                    raise
-                if wm.rank == 0:
-                    say(f"[hamur] skipping checkpoint {checkpoint.path} for the test: {exc}")
+        state, problem = _load_verified(wm, checkpoint, fingerprint, with_optimizer=False)
+        if state is not None:
+            return checkpoint
+        if wm.rank == 0:
+            say(f"[hamur] skipping checkpoint {checkpoint.path} for the test: {problem}")
     if wm.rank == 0:
         say(f"[hamur] warning: no checkpoint of the best epoch {best_epoch} verifies; testing the last weights")
     return None
