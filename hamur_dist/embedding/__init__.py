@@ -1,5 +1,6 @@
 """Sharded embedding tables: a planner, a collection that looks rows up across workers with
-all-to-all, a row-sparse optimiser for the sharded rows, and per-worker checkpoints that reshard.
+all-to-all (an ``EmbeddingCollectionInterface``, so any model takes it), a row-sparse optimiser for
+the sharded rows, and per-worker checkpoints that reshard.
 
     plan = plan_sharding(specs, world_size, cfg.embedding)
     print(plan.describe())

@@ -1,4 +1,4 @@
-"""``ShardedEmbeddingCollection``: ``EmbeddingCollection``'s interface over tables spread across workers.
+"""``ShardedEmbeddingCollection``: ``EmbeddingCollectionInterface`` over tables spread across workers.
 
 Replicated tables are ordinary ``nn.Embedding`` parameters under ``tables.<name>`` (DDP syncs them,
 the dense optimiser updates them). Row-wise and table-wise tables are not parameters at all: each
@@ -32,7 +32,7 @@ from torch import nn
 
 from hamur_dist.embedding.exchange import Exchanger, exchange_rows
 from hamur_dist.embedding.planner import ShardingPlan, TablePlacement
-from hamur_dist.model.embedding import TableSpec
+from hamur_dist.model.embedding import EmbeddingCollectionInterface, TableSpec
 
 INIT_CHUNK_ROWS = 1 << 16
 
@@ -54,13 +54,13 @@ def init_rows(out: torch.Tensor, table: str, row_start: int, std: float, seed: i
         out[a - row_start:b - row_start] = values[a - lo:b - lo]
 
 
-class ShardedEmbeddingCollection(nn.Module):
+class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
+    """Replicated, row-wise and table-wise tables behind the interface models use (module docstring)."""
+
     def __init__(self, specs: list[TableSpec], plan: ShardingPlan, rank: int, world_size: int,
                  init_std: float = 1e-2, process_group=None, device: str | torch.device = "cpu",
                  init_seed: int | None = None, average_grads: bool = True):
-        super().__init__()
-        if not specs:
-            raise ValueError("ShardedEmbeddingCollection needs at least one table")
+        super().__init__(specs)     # checks: at least one table, one shared dim
         if plan.world_size != world_size or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} / world_size {world_size} do not fit a plan for {plan.world_size} workers")
         if world_size > 1 and dist.is_initialized():
@@ -75,13 +75,9 @@ class ShardedEmbeddingCollection(nn.Module):
             if (placed.num_rows, placed.dim) != (spec.num_rows, spec.dim):
                 raise ValueError(f"table '{spec.name}': spec has {spec.num_rows} x {spec.dim}, "
                                  f"plan has {placed.num_rows} x {placed.dim}")
-        if len({s.dim for s in specs}) != 1:
-            raise ValueError(f"all tables must share one dim (forward stacks them), got {[s.dim for s in specs]}")
-        self.specs = list(specs)
         self.plan = plan
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
-        self.dim = specs[0].dim
         self.grad_scale = 1.0 / world_size if average_grads else 1.0
         self.exchanger = Exchanger(rank, world_size, process_group, self.device)
         seed = torch.initial_seed() if init_seed is None else init_seed
@@ -122,15 +118,9 @@ class ShardedEmbeddingCollection(nn.Module):
                 init_rows(self.local_table(p.name), p.name, p.row_range(rank)[0], init_std, seed)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []   # (local rows, their leaf with .grad)
 
-    # ----- interface shared with EmbeddingCollection -----
-    @property
-    def output_dim(self) -> int:
-        return sum(s.dim for s in self.specs)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, F) int64 -> (B, F, dim). A collective: see the module docstring."""
-        if ids.dim() != 2 or ids.shape[1] != len(self.specs):
-            raise ValueError(f"expected ids of shape (B, {len(self.specs)}), got {tuple(ids.shape)}")
+    # ----- EmbeddingCollectionInterface -----
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """A collective: see the module docstring."""
         if ids.dtype != torch.int64:
             raise ValueError(f"expected int64 ids, got {ids.dtype}")
         ids = ids.to(self.device)

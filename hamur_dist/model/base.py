@@ -2,8 +2,8 @@
 
     logits = model(sparse, dense, domain)     # (B, F) int64, (B, Dn) float, (B,) int64 -> (B,)
 
-The embedding module is one ``EmbeddingCollection``-like module (``model.embedding``); a sharded
-module with the same ``specs`` and ``forward`` can be passed in instead of the default one.
+The embedding module (``model.embedding``) implements ``EmbeddingCollectionInterface``: by default a
+plain ``EmbeddingCollection``; a pre-built one (e.g. sharded) with the same ``specs`` can be passed in.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from hamur_dist.data.manifest import FeatureSchema
 from hamur_dist.model.config import ModelConfig
-from hamur_dist.model.embedding import EmbeddingCollection, TableSpec
+from hamur_dist.model.embedding import EmbeddingCollection, EmbeddingCollectionInterface, TableSpec
 from hamur_dist.model.routing import DomainLayout
 
 
@@ -30,7 +30,8 @@ class CTRModel(nn.Module):
     """Base class. Subclasses implement ``body(sparse_emb, dense, layout) -> logits`` on rows sorted
     by domain (``layout``); this class validates inputs, embeds, sorts and restores the order."""
 
-    def __init__(self, cfg: ModelConfig, schema: FeatureSchema, embedding: nn.Module | None = None):
+    def __init__(self, cfg: ModelConfig, schema: FeatureSchema,
+                 embedding: EmbeddingCollectionInterface | None = None):
         super().__init__()
         if not schema.sparse:
             raise ValueError("the feature schema has no sparse features; every model needs at least one")
@@ -44,11 +45,14 @@ class CTRModel(nn.Module):
         expected = embedding_specs(cfg, schema)
         if embedding is None:
             embedding = EmbeddingCollection(expected, init_std=cfg.embed_init_std)
-        else:
-            got = list(getattr(embedding, "specs", []))
-            if got != expected:
-                raise ValueError(f"the embedding module's tables do not match the schema: expected "
-                                 f"{expected}, got {got} (build it from model.embedding_specs(cfg, schema))")
+        elif not isinstance(embedding, EmbeddingCollectionInterface):
+            raise TypeError(f"the embedding module must subclass EmbeddingCollectionInterface "
+                            f"(hamur_dist.model.embedding), as EmbeddingCollection and "
+                            f"ShardedEmbeddingCollection do; got {type(embedding).__name__}")
+        elif list(embedding.specs) != expected:
+            raise ValueError(f"the embedding module's tables do not match the schema: expected "
+                             f"{expected}, got {list(embedding.specs)} "
+                             f"(build it from model.embedding_specs(cfg, schema))")
         self.embedding = embedding
         self.sparse_dim = self.num_sparse * cfg.embed_dim
         self.input_dim = self.sparse_dim + self.num_dense      # the instance vector e
