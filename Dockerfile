@@ -14,7 +14,7 @@ FROM ${BASE_IMAGE}
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG APP_DIR=/home/ray/hamur-dist
 # Two malloc arenas per process, not 8 per core: a training worker's memory stays flat over epochs
-# (see hamur_dist/train/local_ray.py and the soak in docs/reliability.md). Every Ray process in the pod inherits it.
+# (see hamur_dist/ray_connection.py and the soak in docs/reliability.md). Every Ray process in the pod inherits it.
 ENV MALLOC_ARENA_MAX=2
 
 # torch first, in a layer of its own: it is by far the largest dependency and changes least often.

@@ -1,4 +1,5 @@
-# The two set-up commands of the README: `make train` (the main job) and `make test` (the test suite).
+# The set-up commands of the README: `make train` (the main job), `make test` (the fast tier: unit tests
+# and one small end-to-end Ray run, under 5 minutes) and `make test-all` (everything; what CI runs).
 # Each creates .venv and installs the project on first use.
 PY ?= python3
 VENV := .venv
@@ -14,13 +15,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: install train test bench
+.PHONY: install train test test-all bench
 install: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/hamur train
 
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

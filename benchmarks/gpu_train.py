@@ -33,7 +33,7 @@ def main() -> None:
     import torch
 
     from hamur_dist.config import load_experiment
-    from hamur_dist.train.outputs import markdown_table
+    from hamur_dist.metrics import markdown_table
     from hamur_dist.train.trainer import train
 
     print(f"torch {torch.__version__}, ray {ray.__version__}, GPU: {torch.cuda.get_device_name(0)}")

@@ -1,7 +1,7 @@
 """The ``hamur`` command: parse arguments, call one package function per subcommand, print.
 
-Each subcommand lives in the module that owns its logic; that module defines
-``add_arguments(parser)`` and ``run(args) -> int``. Errors the user can fix (bad config, bad data)
+Each subcommand lives in ``<package>/cli_<command>.py`` of the package that owns its logic; that
+module defines ``add_arguments(parser)`` and ``run(args) -> int``. Errors the user can fix (bad config, bad data)
 are printed as one clear line, without a traceback.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ import sys
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "prepare": ("hamur_dist.data.prepare_cli", "prepare a dataset as sharded Parquet + manifest"),
-    "train": ("hamur_dist.train.cli", "train a model (embedded local Ray, or --address to join a cluster)"),
+    "prepare": ("hamur_dist.data.cli_prepare", "prepare a dataset as sharded Parquet + manifest"),
+    "train": ("hamur_dist.train.cli_train", "train a model (embedded local Ray, or --address to join a cluster)"),
     "evaluate": ("hamur_dist.infer.cli_evaluate", "per-domain metrics of a trained model on a dataset split"),
     "predict": ("hamur_dist.infer.cli_predict", "score a Parquet dataset with Ray Data batch inference"),
-    "tune": ("hamur_dist.tune.cli", "Ray Tune search over adapter rank, hyper-network size, ..."),
+    "tune": ("hamur_dist.tune.cli_tune", "Ray Tune search over adapter rank, hyper-network size, ..."),
 }
 
 
@@ -27,25 +27,16 @@ class UserError(Exception):
 def _user_error_types() -> tuple[type, ...]:
     from hamur_dist.config_loader import ConfigError
     from hamur_dist.data.manifest import ManifestError
-    types_ = [UserError, ConfigError, ManifestError, FileNotFoundError]
-    try:
-        from hamur_dist.data.validation import DataError
-        types_.append(DataError)
-    except ImportError:
-        pass
-    return tuple(types_)
+    from hamur_dist.data.validation import DataError
+
+    return UserError, ConfigError, ManifestError, FileNotFoundError, DataError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hamur", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            if exc.name and exc.name.startswith("hamur_dist"):
-                continue  # subcommand not built yet
-            raise
+        module = importlib.import_module(module_name)   # a broken subcommand is an error, not a missing one
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -67,7 +67,7 @@ class TrainConfig:
     seed: int = 2022
     log_every_steps: int = 50
     max_steps_per_epoch: int = 0        # 0 = whole epoch; >0 only for smoke tests
-    fail_at_step: int = -1              # fault injection for tests: raise once at this global step
+    fail_at_step: int = -1              # fault injection: rank 0 exits its process once at this global step
     min_workers: int = 0                # > 0 and < num_workers: elastic; after losing nodes, restart on
                                         # as many workers as fit, but at least this many (0 = fixed size)
 

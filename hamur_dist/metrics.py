@@ -1,4 +1,6 @@
-"""Per-domain CTR metrics computed on *all* predictions (no per-worker averaging).
+"""Per-domain CTR metrics computed on *all* predictions (no per-worker averaging), and their table.
+
+Used by training (validation and test) and by offline evaluation alike.
 
 Workers collect (probability, label, domain[, user]) for their share of a split;
 ``gather_predictions`` concatenates every worker's tensors (torchmetrics' uneven-size gather),
@@ -146,3 +148,21 @@ def fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "undefined"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(split_report: dict) -> str:
+    has_gauc = "gauc" in split_report["overall"]
+    head = "| domain | name | samples | positive rate | AUC | logloss |" + (" GAUC |" if has_gauc else "")
+    sep = "|---|---|---:|---:|---:|---:|" + ("---:|" if has_gauc else "")
+    lines = [head, sep]
+
+    def row(label, name, e):
+        cells = [label, name, str(e["count"]), fmt(e["positive_rate"]), fmt(e["auc"]), fmt(e["logloss"])]
+        if has_gauc:
+            cells.append(fmt(e.get("gauc")))
+        return "| " + " | ".join(cells) + " |"
+
+    for e in split_report["domains"]:
+        lines.append(row(str(e["domain"]), e["name"], e))
+    lines.append(row("**all**", "", split_report["overall"]))
+    return "\n".join(lines) + "\n"

@@ -1,24 +1,15 @@
-"""The runtime environment of the local Ray that hamur starts (``ray.init(runtime_env=LOCAL_RUNTIME_ENV)``).
+"""Connecting to Ray: join a cluster, or start a local Ray for one command, with the runtime env it needs.
 
-* ``worker_process_setup_hook``: :func:`quiet_known_noise` runs in each worker process before it
-  runs any task or actor.
-* ``env_vars``: set in every worker process before it starts. ``MALLOC_ARENA_MAX=2``: glibc gives
-  each new thread its own malloc arena, up to 8 per core. With 16 arenas a training worker's private
-  memory crept up 20-30 MB an epoch (new ~5 MB pieces spread over the arenas while the live Python
-  objects and tensors stayed the same: fragmentation); with 2 it stayed flat at the same samples/s (docs/reliability.md,
-  soak). glibc reads it only at process start, hence an environment variable; a value already in
-  the environment is kept. On a cluster, set it in the image or the job's ``env_vars`` (our
-  Dockerfile does).
+``LOCAL_RUNTIME_ENV`` is what the local Ray's worker processes get: a setup hook that silences
+known noise, and ``MALLOC_ARENA_MAX=2`` (glibc reads it only at process start; with its default of
+8 arenas per core a worker's private memory crept up every epoch: docs/reliability.md). On a
+cluster the image or the job's runtime env sets it instead (docs/deploy.md).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-
-# Ray Train's PlacementGroupCleaner asks the State API every second whether the controller lives.
-# The State API needs the dashboard, which hamur's local Ray does not start, so every question
-# logs "Failed to query Ray Train Controller actor state" for the whole run: pure noise.
-NOISY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
 
 WORKER_ENV = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
 
@@ -26,5 +17,35 @@ LOCAL_RUNTIME_ENV = {"worker_process_setup_hook": f"{__name__}.quiet_known_noise
 
 
 def quiet_known_noise() -> None:
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """Ray Train's placement-group cleaner asks the State API (which needs the dashboard, off in our
+    local Ray) every second whether the controller lives, and logs each failed question."""
+    from hamur_dist.ray_internals import PLACEMENT_GROUP_CLEANER_LOGGER
+
+    logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def ray_cluster(rc, log=print):
+    """Join ``rc.address`` / ``RAY_ADDRESS`` if given, else start a local Ray for this block only.
+    ``rc``: a ``RayConfig``. A connection the caller already holds (test, Tune, notebook) is used as it is."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = rc.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log(f"[hamur] joining Ray cluster at {address}")
+        ray.init(address=address, log_to_driver=True)
+    else:
+        cpus = rc.num_cpus or max(4, 2 * (os.cpu_count() or 1))
+        log(f"[hamur] starting local Ray ({cpus} logical CPUs, {rc.object_store_mb} MB object store)")
+        ray.init(num_cpus=cpus, object_store_memory=rc.object_store_mb * 1024**2,
+                 include_dashboard=False, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)
+    try:
+        from hamur_dist.ray_internals import warn_if_unchecked
+
+        warn_if_unchecked(log)
+        yield
+    finally:
+        ray.shutdown()

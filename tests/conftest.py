@@ -13,7 +13,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Ray Train's controller polls its workers this often (default 2 s): a finished run, a report or a
-# failure is seen sooner. An injected failure waits three polls (hamur_dist/train/loop.py).
+# failure is seen sooner.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        from hamur_dist.train.local_ray import LOCAL_RUNTIME_ENV
+        from hamur_dist.ray_connection import LOCAL_RUNTIME_ENV
 
         ray.init(num_cpus=4, object_store_memory=512 * 1024**2, include_dashboard=False,
                  log_to_driver=True, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from hamur_dist.data.validation import DataError, sha256_file
+from hamur_dist.data.validation import DataError
+from hamur_dist.fileio import atomic_rename, sha256_file
 
 
 def default_cache_dir() -> Path:
@@ -54,7 +55,7 @@ def download(url: str, dest_dir: str | Path, sha256: str | None = None, progress
         part.unlink(missing_ok=True)
         raise DataError(f"sha256 {digest.hexdigest()} does not match the expected {sha256} "
                         "(corrupt download or a different file)", file=url)
-    os.replace(part, target)
+    atomic_rename(part, target)
     return target
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hamur_dist.fileio import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -176,8 +177,5 @@ def load_manifest(root: str | Path) -> Manifest:
 
 
 def write_manifest(root: str | Path, manifest: Manifest) -> None:
-    """Write manifest.json atomically (temp file + rename)."""
-    path = Path(root) / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(manifest.to_json())
-    os.replace(tmp, path)
+    """Write manifest.json atomically."""
+    atomic_write_text(Path(root) / MANIFEST_NAME, manifest.to_json())

@@ -9,8 +9,8 @@ Two moments need checks:
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hamur_dist.data.manifest import Manifest, load_manifest
+from hamur_dist.fileio import sha256_file
 
 
 class DataError(ValueError):
@@ -41,11 +42,6 @@ class DataError(ValueError):
         if column is not None:
             where.append(f"column '{column}'")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
-
-
-def sha256_file(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def shard_schema(manifest: Manifest) -> pa.Schema:
@@ -145,10 +141,59 @@ def _arrow_to_numpy(values, name, file, row_offset) -> np.ndarray:
     return values.to_numpy() if isinstance(values, pa.ChunkedArray) else values.to_numpy(zero_copy_only=False)
 
 
-def _fail_first(bad: np.ndarray, message, values, file, row_offset, column) -> None:
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(message(values[i]), file=file, row=row_offset + i, column=column)
+@dataclass(frozen=True)
+class ValueCheck:
+    """One column's value contract (manifest.py): which values break it, and how to say so.
+
+    ``kind``: "id" (an integer in ``[0, high)``; no upper bound when ``high`` is None), "finite"
+    (a dense value) or "binary" (a label in {0, 1}). Training's batch collator and
+    ``validate_batch`` run the same checks.
+    """
+    column: str
+    kind: str
+    high: int | None = None
+    what: str = "id"            # how an id column's values are named in messages
+
+    def first_bad(self, values: np.ndarray) -> int | None:
+        """Index of the first value that breaks the contract, or None (a fast path when none does)."""
+        if len(values) == 0:
+            return None
+        if self.kind == "id":
+            if values.min() >= 0 and (self.high is None or values.max() < self.high):
+                return None
+            bad = values < 0 if self.high is None else (values < 0) | (values >= self.high)
+        elif self.kind == "finite":
+            finite = np.isfinite(values)
+            if finite.all():
+                return None
+            bad = ~finite
+        else:
+            bad = (values != 0) & (values != 1)
+            if not bad.any():
+                return None
+        return int(np.flatnonzero(bad)[0])
+
+    def message(self, value) -> str:
+        if self.kind == "finite":
+            return f"dense value {value} is not finite"
+        if self.kind == "binary":
+            return f"label {value} is not 0 or 1"
+        if self.what == "domain":
+            return f"unknown domain {value} (num_domains {self.high})"
+        if value < 0:
+            return f"negative {self.what} {value}"
+        return f"{self.what} {value} is out of vocabulary (vocab_size {self.high})"
+
+
+def value_checks(manifest: Manifest, with_user: bool = True) -> list[ValueCheck]:
+    """Every column's value check, in manifest order (sparse, dense, domain, labels, user)."""
+    checks = [ValueCheck(f.name, "id", f.vocab_size) for f in manifest.sparse]
+    checks += [ValueCheck(f.name, "finite") for f in manifest.dense]
+    checks.append(ValueCheck(manifest.domain.column, "id", manifest.domain.num_domains, what="domain"))
+    checks += [ValueCheck(label, "binary") for label in (manifest.label, *manifest.extra_labels)]
+    if with_user and manifest.user_column:
+        checks.append(ValueCheck(manifest.user_column, "id", None, what="user id"))
+    return checks
 
 
 def validate_batch(batch, manifest: Manifest, file: str | Path | None = None, row_offset: int = 0) -> None:
@@ -157,27 +202,11 @@ def validate_batch(batch, manifest: Manifest, file: str | Path | None = None, ro
     Raises ``DataError`` at the first bad value: an id outside ``[0, vocab_size)``, a NaN/inf dense
     value, a domain outside ``[0, num_domains)``, a label not in {0, 1}, a null anywhere.
     """
-    for feature in manifest.sparse:
-        ids = _column(batch, feature.name, file, row_offset)
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise DataError(f"ids must be integers, got {ids.dtype}", file=file, column=feature.name)
-        _fail_first(ids < 0, lambda v: f"negative id {v}", ids, file, row_offset, feature.name)
-        _fail_first(ids >= feature.vocab_size,
-                    lambda v, n=feature.vocab_size: f"id {v} is out of vocabulary (vocab_size {n})",
-                    ids, file, row_offset, feature.name)
-    for feature in manifest.dense:
-        values = _column(batch, feature.name, file, row_offset)
-        _fail_first(~np.isfinite(values), lambda v: f"dense value {v} is not finite",
-                    values, file, row_offset, feature.name)
-    domains = _column(batch, manifest.domain.column, file, row_offset)
-    n = manifest.domain.num_domains
-    _fail_first((domains < 0) | (domains >= n), lambda v: f"unknown domain {v} (num_domains {n})",
-                domains, file, row_offset, manifest.domain.column)
-    for label in (manifest.label, *manifest.extra_labels):
-        values = _column(batch, label, file, row_offset)
-        _fail_first((values != 0) & (values != 1), lambda v: f"label {v} is not 0 or 1",
-                    values, file, row_offset, label)
-    if manifest.user_column:
-        users = _column(batch, manifest.user_column, file, row_offset)
-        _fail_first(users < 0, lambda v: f"negative user id {v}", users, file, row_offset,
-                    manifest.user_column)
+    sparse = {f.name for f in manifest.sparse}
+    for check in value_checks(manifest):
+        values = _column(batch, check.column, file, row_offset)
+        if check.column in sparse and not np.issubdtype(values.dtype, np.integer):
+            raise DataError(f"ids must be integers, got {values.dtype}", file=file, column=check.column)
+        bad = check.first_bad(values)
+        if bad is not None:
+            raise DataError(check.message(values[bad]), file=file, row=row_offset + bad, column=check.column)

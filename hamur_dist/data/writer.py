@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hamur_dist.data.manifest import Manifest, ShardInfo, SplitInfo, write_manifest
-from hamur_dist.data.validation import DataError, sha256_file
+from hamur_dist.data.validation import DataError
+from hamur_dist.fileio import sha256_file
 
 PARQUET_COMPRESSION = "snappy"
 DICTIONARY_MAX_VOCAB = 1 << 16      # dictionary-encode only low-cardinality columns (fast writes)

@@ -1,6 +1,6 @@
 """Per-worker checkpoints of sharded tables, loadable on any number of workers.
 
-Each worker writes ``shard-rank{r}-of{w}.pt`` (temp file + ``os.replace``, so a reader never sees
+Each worker writes ``shard-rank{r}-of{w}.pt`` (``hamur_dist.fileio``: temp file + rename, so a reader never sees
 half a file) holding, per table, the ids ``[row_start, row_end)`` it owns, those rows, and the
 sparse optimiser state of those rows. Replicated tables are written once, by rank 0, without
 optimiser state (the dense optimiser owns theirs). A checkpoint is thus a set of row ranges per
@@ -20,6 +20,7 @@ import torch
 
 from hamur_dist.embedding.collection import ShardedEmbeddingCollection
 from hamur_dist.embedding.optimizer import SparseRowOptimizer
+from hamur_dist.fileio import atomic_torch_save
 
 FORMAT = "hamur-sharded-embedding/1"
 _NAME = re.compile(r"^shard-rank(\d+)-of(\d+)\.pt$")
@@ -65,12 +66,7 @@ def save_shard(collection: ShardedEmbeddingCollection, optimizer: SparseRowOptim
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / shard_file_name(rank, world)
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    atomic_torch_save(payload, final)
     return final
 
 

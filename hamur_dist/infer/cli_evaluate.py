@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hamur_dist.infer.evaluate import evaluate_model
-    from hamur_dist.train.outputs import markdown_table
+    from hamur_dist.metrics import markdown_table
 
     report = evaluate_model(args.model, args.data, args.split, args.batch_size)
     print(f"{args.split} metrics of {args.model} on {args.data}:\n")

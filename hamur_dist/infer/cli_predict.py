@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hamur_dist.config import RayConfig
     from hamur_dist.infer.predict import predict
-    from hamur_dist.train.trainer import ray_cluster
+    from hamur_dist.ray_connection import ray_cluster
 
     with ray_cluster(RayConfig(address=args.address)):
         rows = predict(args.model, args.data, args.out, args.split, args.batch_size, args.actors)

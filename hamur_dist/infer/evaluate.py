@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import torch
 
 from hamur_dist.data.manifest import load_manifest
-from hamur_dist.infer.artifact import load_artifact
-from hamur_dist.train.metrics import PredictionBuffer, domain_report
-from hamur_dist.train.pipeline import BatchCollator
+from hamur_dist.model.artifact import load_artifact
+from hamur_dist.metrics import PredictionBuffer, domain_report
+from hamur_dist.data.batches import BatchCollator
 
 
 def model_dir(path: str | Path) -> Path:
@@ -22,7 +22,7 @@ def model_dir(path: str | Path) -> Path:
     return path / "model" if (path / "model" / "model.pt").is_file() else path
 
 
-def check_compatible(model, manifest, data_root) -> None:
+def check_model_matches_dataset(model, manifest, data_root) -> None:
     """The model's tables must match the dataset's vocabularies and domains."""
     schema = model.schema
     want = [(f.name, f.vocab_size) for f in schema.sparse]
@@ -37,7 +37,7 @@ def evaluate_model(model_path: str | Path, data_root: str | Path, split: str = "
                    batch_size: int = 16384) -> dict:
     model = load_artifact(model_dir(model_path))
     manifest = load_manifest(data_root)
-    check_compatible(model, manifest, data_root)
+    check_model_matches_dataset(model, manifest, data_root)
     collate = BatchCollator(manifest, with_user=manifest.user_column is not None)
     buf = PredictionBuffer(with_user=manifest.user_column is not None)
     for path in manifest.shard_paths(data_root, split):

@@ -13,21 +13,22 @@ import pyarrow as pa
 import torch
 
 from hamur_dist.data.manifest import load_manifest
-from hamur_dist.infer.evaluate import check_compatible, model_dir
-from hamur_dist.train.pipeline import parquet_dataset
+from hamur_dist.fileio import atomic_rename
+from hamur_dist.infer.evaluate import check_model_matches_dataset, model_dir
+from hamur_dist.data.ray_datasets import parquet_dataset
 
 
 class Scorer:
     """A Ray Data actor: model loaded once, then Arrow batch in, Arrow batch + prediction out."""
 
     def __init__(self, model_path: str, data_root: str):
-        from hamur_dist.infer.artifact import load_artifact
-        from hamur_dist.train.pipeline import BatchCollator
+        from hamur_dist.model.artifact import load_artifact
+        from hamur_dist.data.batches import BatchCollator
 
         torch.set_num_threads(1)
         self.model = load_artifact(model_path)
         manifest = load_manifest(data_root)
-        check_compatible(self.model, manifest, data_root)
+        check_model_matches_dataset(self.model, manifest, data_root)
         self.collate = BatchCollator(manifest)
 
     @torch.no_grad()
@@ -55,7 +56,7 @@ def predict(model_path: str | Path, data_root: str | Path, out: str | Path, spli
     try:
         scored.write_parquet(str(tmp))
         rows = ray.data.read_parquet(str(tmp)).count()
-        os.replace(tmp, out)
+        atomic_rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows

@@ -15,7 +15,7 @@ from hamur_dist import config_loader
 from hamur_dist.data.manifest import FeatureSchema, Manifest, SparseFeature, DenseFeature, write_manifest
 from hamur_dist.model import build_model
 from hamur_dist.model.config import ModelConfig
-from hamur_dist.train.checkpoint import atomic_torch_save
+from hamur_dist.fileio import atomic_torch_save
 
 FORMAT = 1
 

@@ -9,46 +9,29 @@ Layout::
     CHECKSUMS.rank{r}.json    every other rank that wrote files: sha256 of its files
 
 A directory without every checksum file or with a file whose hash differs is corrupt and is never
-loaded; ``latest_good`` falls back to the previous checkpoint. Every file is written to a temporary
+loaded; ``train.resume.restore_latest`` falls back to the previous checkpoint. Every file is written to a temporary
 name and renamed into place, so a crash mid-write leaves no file that looks whole.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
+import pickle
 from pathlib import Path
 
 import torch
+
+from hamur_dist.fileio import atomic_write_text, sha256_file
 
 CHECKSUMS = "CHECKSUMS.json"
 STATE = "state.pt"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is corrupt, truncated, or belongs to an incompatible config."""
+    """A checkpoint is corrupt or truncated (a run falls back to an older one), or incompatible."""
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class IncompatibleCheckpointError(CheckpointError):
+    """A whole checkpoint made for another model or data layout: every checkpoint of the run is."""
 
 
 def seal(directory: str | Path, fingerprint: dict, rank: int = 0, world_size: int = 1,
@@ -71,20 +54,17 @@ def verify(directory: str | Path) -> dict:
     sums_path = directory / CHECKSUMS
     if not sums_path.is_file():
         raise CheckpointError(f"checkpoint {directory} is incomplete: {CHECKSUMS} is missing")
-    try:
-        sums = json.loads(sums_path.read_text())
-    except json.JSONDecodeError:
-        raise CheckpointError(f"checkpoint {directory}: {CHECKSUMS} is corrupt") from None
+    sums = _read_sums(sums_path, directory)
     files = dict(sums["files"])
     others = sorted(directory.glob("CHECKSUMS.rank*.json"))
-    if len(others) + 1 < sums.get("ranks_with_files", 1):
+    ranks_with_files = sums.get("ranks_with_files", 1)
+    if not isinstance(ranks_with_files, int) or not isinstance(sums.get("fingerprint", {}), dict):
+        raise CheckpointError(f"checkpoint {directory}: {CHECKSUMS} is corrupt (unexpected shape)")
+    if len(others) + 1 < ranks_with_files:
         raise CheckpointError(f"checkpoint {directory} is incomplete: {len(others) + 1} of "
-                              f"{sums['ranks_with_files']} workers' checksum files are present")
+                              f"{ranks_with_files} workers' checksum files are present")
     for other in others:
-        try:
-            files.update(json.loads(other.read_text())["files"])
-        except (json.JSONDecodeError, KeyError):
-            raise CheckpointError(f"checkpoint {directory}: {other.name} is corrupt") from None
+        files.update(_read_sums(other, directory)["files"])
     for name, digest in files.items():
         path = directory / name
         if not path.is_file():
@@ -92,6 +72,18 @@ def verify(directory: str | Path) -> dict:
         if sha256_file(path) != digest:
             raise CheckpointError(f"checkpoint {directory}: file {name} is corrupt (content hash differs)")
     return sums.get("fingerprint", {})
+
+
+def _read_sums(path: Path, directory: Path) -> dict:
+    """A checksum file: {"files": {name: sha256 hex}, ...}; anything else is a corrupt checkpoint."""
+    try:
+        sums = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        sums = None
+    files = sums.get("files") if isinstance(sums, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise CheckpointError(f"checkpoint {directory}: {path.name} is corrupt")
+    return sums
 
 
 def _decoded(value):
@@ -112,30 +104,20 @@ def _differences(key: str, saved, current) -> list[str]:
     return [] if saved == current else [f"{key}: checkpoint has {saved!r}, this run has {current!r}"]
 
 
-def check_compatible(saved: dict, current: dict) -> None:
+def check_fingerprint(saved: dict, current: dict) -> None:
     """Refuse a checkpoint made for another model/data layout, naming what differs."""
     diffs = [d for key in sorted(set(saved) | set(current)) for d in _differences(key, saved.get(key), current.get(key))]
     if diffs:
-        raise CheckpointError("checkpoint is incompatible with this config: " + "; ".join(diffs))
+        raise IncompatibleCheckpointError("checkpoint is incompatible with this config: " + "; ".join(diffs))
 
 
 def load_state(directory: str | Path, fingerprint: dict, map_location="cpu") -> dict:
+    """The verified, compatible state of a checkpoint. Loaded without unpickling code (weights_only):
+    a checkpoint directory may sit on shared storage that others can write to."""
     saved = verify(directory)
-    check_compatible(saved, fingerprint)
-    return torch.load(Path(directory) / STATE, map_location=map_location, weights_only=False)
-
-
-def latest_good(checkpoint_dirs: list[str], fingerprint: dict, log=print) -> tuple[str, dict] | None:
-    """Newest checkpoint that verifies; corrupt ones are skipped with a message.
-
-    An incompatible config is not skipped: it raises, since an older checkpoint of the same run
-    would be just as incompatible.
-    """
-    for directory in reversed(checkpoint_dirs):
-        try:
-            return directory, load_state(directory, fingerprint)
-        except CheckpointError as exc:
-            if "incompatible" in str(exc):
-                raise
-            log(f"[hamur] skipping checkpoint: {exc}")
-    return None
+    check_fingerprint(saved, fingerprint)
+    try:
+        return torch.load(Path(directory) / STATE, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"checkpoint {directory}: {STATE} holds more than tensors and plain values; "
+                              f"refused ({str(exc).splitlines()[0]})") from None

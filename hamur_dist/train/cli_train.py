@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from hamur_dist.config import load_experiment
     from hamur_dist.config_loader import apply_overrides, build, to_dict
     from hamur_dist.config import ExperimentConfig
-    from hamur_dist.train.outputs import markdown_table
+    from hamur_dist.metrics import markdown_table
     from hamur_dist.train.trainer import TrainingError, load_run_config, train
 
     if args.resume:

@@ -40,11 +40,8 @@ _LIBC = _libc()
 def release_freed_memory() -> None:
     """Hand memory already freed back to the OS: Arrow's pool (Ray Data's batches) and glibc's heaps.
 
-    glibc keeps freed chunks in its arenas for reuse; after an epoch's transient peaks (evaluation
-    gathers every rank's predictions, checkpoints are serialised) that retained memory drifts
-    upwards from epoch to epoch although nothing is live. ``malloc_trim`` returns it (it madvises
-    free pages in every arena); measured on a 2M-row soak it took 180-260 MB per worker back. Costs
-    milliseconds, once an epoch."""
+    glibc keeps freed chunks of an epoch's transient peaks (evaluation, checkpoint) in its arenas,
+    so retained memory drifts up although nothing is live (docs/design-notes.md). Costs milliseconds."""
     try:
         import pyarrow as pa
 

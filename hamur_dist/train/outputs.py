@@ -5,19 +5,38 @@
     tb/                  TensorBoard event files
     report.json/.md      final per-domain test (and best val) metrics
     val_auc.png          validation AUC per domain per epoch
-    model/               the trained model, loadable without Ray (hamur_dist.infer.artifact)
+    events.log           failures, restarts, resumes and skipped checkpoints, one line each
+    model/               the trained model, loadable without Ray (hamur_dist.model.artifact)
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 import yaml
 
-from hamur_dist.train.checkpoint import atomic_write_text
-from hamur_dist.train.metrics import fmt
+from hamur_dist.fileio import atomic_write, atomic_write_text
+from hamur_dist.metrics import markdown_table
+
+EVENTS_FILE = "events.log"
+RESTART_MARK = "resuming from the latest checkpoint"   # in the events line of every restart
+
+
+def append_event(run_dir: str | Path, message: str) -> None:
+    """One line in ``run_dir/events.log``: the run's failures, restarts, resumes and skipped checkpoints."""
+    with open(Path(run_dir) / EVENTS_FILE, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def read_history(run_dir: str | Path) -> list[dict]:
+    """metrics.jsonl of a run: one dict per epoch ([] before the first epoch ends)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class RunOutputs:
@@ -28,10 +47,7 @@ class RunOutputs:
 
     # --- per epoch ---------------------------------------------------------------------------
     def history(self) -> list[dict]:
-        path = self.dir / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_history(self.dir)
 
     def log_epoch(self, row: dict) -> None:
         """Append one epoch (a resumed run rewrites epochs it repeats)."""
@@ -39,12 +55,10 @@ class RunOutputs:
         rows.sort(key=lambda r: r["epoch"])
         atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         keys = sorted({k for r in rows for k in r})
-        tmp = self.dir / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.dir / "metrics.csv", "w") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(self.dir / "metrics.csv")
         self._tensorboard(row)
 
     def _tensorboard(self, row: dict) -> None:
@@ -94,24 +108,6 @@ class RunOutputs:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
-
-
-def markdown_table(split_report: dict) -> str:
-    has_gauc = "gauc" in split_report["overall"]
-    head = "| domain | name | samples | positive rate | AUC | logloss |" + (" GAUC |" if has_gauc else "")
-    sep = "|---|---|---:|---:|---:|---:|" + ("---:|" if has_gauc else "")
-    lines = [head, sep]
-
-    def row(label, name, e):
-        cells = [label, name, str(e["count"]), fmt(e["positive_rate"]), fmt(e["auc"]), fmt(e["logloss"])]
-        if has_gauc:
-            cells.append(fmt(e.get("gauc")))
-        return "| " + " | ".join(cells) + " |"
-
-    for e in split_report["domains"]:
-        lines.append(row(str(e["domain"]), e["name"], e))
-    lines.append(row("**all**", "", split_report["overall"]))
-    return "\n".join(lines) + "\n"
 
 
 def markdown_report(report: dict) -> str:

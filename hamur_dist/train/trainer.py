@@ -5,107 +5,23 @@
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamur_dist.config import ExperimentConfig, RayConfig, from_dict, to_dict
+from hamur_dist.config import ExperimentConfig, from_dict, to_dict
 from hamur_dist.config_loader import ConfigError, read_yaml
 from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest
-from hamur_dist.train.local_ray import LOCAL_RUNTIME_ENV
+from hamur_dist.data.batches import InputDataError
+from hamur_dist.ray_connection import ray_cluster
+from hamur_dist.train.checkpoint import CheckpointError
+from hamur_dist.train.outputs import EVENTS_FILE, RESTART_MARK, RunOutputs
+from hamur_dist.train.restart_watch import ClusterTooSmallError, RestartWatch
 
 
 class TrainingError(RuntimeError):
     """Training stopped; the message says why (worker errors are unwrapped)."""
-
-
-class ClusterTooSmallError(RuntimeError):
-    """The cluster could not place the workers for ``run.worker_wait_s``; the last checkpoint stays resumable."""
-
-
-EVENTS_FILE = "events.log"
-RESTART_MARK = "resuming from the latest checkpoint"   # in the events line of every restart
-
-
-def append_event(run_dir: str | Path, message: str) -> None:
-    """One line in ``run_dir/events.log``: the run's failures, restarts, resumes and skipped checkpoints."""
-    with open(Path(run_dir) / EVENTS_FILE, "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-
-
-def _failure_summary(error) -> str:
-    def first_line(e):
-        text = str(e).strip()
-        line = text.splitlines()[0] if text else ""
-        cause = getattr(e, "health_check_failure", None)   # a dead worker: say how it died
-        return f"{line} ({type(cause).__name__}: {first_line(cause)})" if cause is not None else line
-
-    failures = getattr(error, "worker_failures", None)
-    if isinstance(failures, dict) and failures:
-        return "; ".join(f"rank {r}: {type(e).__name__}: {first_line(e)}" for r, e in sorted(failures.items()))
-    return f"{type(error).__name__}: {first_line(error)}"
-
-
-def restart_watch(run_dir: Path, min_workers: int, resources: dict, wait_s: float, max_failures: int):
-    """A Ray Train controller callback (runs in the controller, on the driver's node) that
-
-    * logs every worker-group failure and restart to stdout and ``events.log``;
-    * stops the run with ``ClusterTooSmallError`` when a (re)start has not placed the workers
-      for ``wait_s`` (Ray itself would wait for them forever: the elastic policy keeps waiting
-      below ``min_workers``, the fixed one retries its startup timeout without limit).
-
-    ``ControllerCallback`` is Ray-internal (pinned ray 2.60); Ray passes non-``UserCallback``
-    objects of ``RunConfig.callbacks`` to the controller as they are.
-    """
-    from ray.train.v2._internal.execution.callback import ControllerCallback
-    from ray.train.v2._internal.execution.controller.state import (
-        ErroredState, InitializingState, ReschedulingState, RestartingState, RunningState, SchedulingState,
-        ShuttingDownState)
-
-    waiting_states = (InitializingState, SchedulingState, ReschedulingState, RestartingState)
-
-    def note(message: str) -> None:
-        print(f"[hamur] {message}", flush=True)
-        append_event(run_dir, message)
-
-    class RestartWatch(ControllerCallback):
-        def __init__(self):
-            self.failures, self.starts, self.waiting_since = 0, 0, None
-
-        def after_controller_state_update(self, previous_state, current_state):
-            if isinstance(current_state, RestartingState) and not isinstance(previous_state, RestartingState):
-                self.failures += 1
-                note(f"worker group failed ({_failure_summary(current_state.training_failed_error)}); "
-                     f"restart {self.failures} of run.max_failures={max_failures}: "
-                     f"{RESTART_MARK}")
-            if (isinstance(current_state, ShuttingDownState) and isinstance(current_state.next_state, ErroredState)
-                    and isinstance(previous_state, RunningState)):
-                note(f"worker group failed ({_failure_summary(current_state.next_state.training_failed_error)}); "
-                     f"no restarts left (run.max_failures={max_failures}): stopping")
-            if isinstance(current_state, RunningState):
-                self.waiting_since = None
-            elif isinstance(current_state, waiting_states):
-                now = time.monotonic()
-                self.waiting_since = self.waiting_since or now
-                if now - self.waiting_since > wait_s:
-                    import ray
-
-                    alive = ray.cluster_resources() if ray.is_initialized() else "unknown"
-                    message = (f"the cluster could not place {min_workers} worker(s) of {resources} for "
-                               f"{wait_s:.0f} s (run.worker_wait_s; train.min_workers={min_workers}); "
-                               f"alive cluster resources: {alive}")
-                    note(f"stopping: {message}")
-                    raise ClusterTooSmallError(message)
-
-        def before_controller_execute_resize_decision(self, resize_decision):
-            self.starts += 1
-            if self.starts > 1:
-                note(f"starting the worker group again on {resize_decision.num_workers} worker(s)")
-
-    return RestartWatch()
 
 
 @dataclass
@@ -114,29 +30,6 @@ class TrainResult:
     report: dict
     history: list[dict]
     checkpoint_path: str | None
-
-
-@contextlib.contextmanager
-def ray_cluster(rc: RayConfig, log=print):
-    """Join ``rc.address`` / ``RAY_ADDRESS`` if given, else start a local Ray for this run only."""
-    import ray
-
-    if ray.is_initialized():  # a caller (test, Tune, notebook) owns the connection
-        yield
-        return
-    address = rc.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        log(f"[hamur] joining Ray cluster at {address}")
-        ray.init(address=address, log_to_driver=True)
-    else:
-        cpus = rc.num_cpus or max(4, 2 * (os.cpu_count() or 1))
-        log(f"[hamur] starting local Ray ({cpus} logical CPUs, {rc.object_store_mb} MB object store)")
-        ray.init(num_cpus=cpus, object_store_memory=rc.object_store_mb * 1024**2,
-                 include_dashboard=False, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def ensure_dataset(cfg: ExperimentConfig, log=print) -> tuple[str, Manifest]:
@@ -177,8 +70,7 @@ def load_run_config(run_dir: str | Path) -> ExperimentConfig:
 
 def _unwrap(exc: BaseException) -> str:
     """The first worker error's message, without Ray's wrapping."""
-    from hamur_dist.train.checkpoint import CheckpointError
-    from hamur_dist.train.pipeline import InputDataError
+    from hamur_dist.ray_internals import error_causes
 
     seen = set()
     stack = [exc]
@@ -189,11 +81,7 @@ def _unwrap(exc: BaseException) -> str:
         seen.add(id(e))
         if isinstance(e, (InputDataError, CheckpointError, ManifestError, ConfigError, ClusterTooSmallError)):
             return f"{type(e).__name__}: {e}"
-        for attr in ("worker_failures", "_worker_failures"):
-            failures = getattr(e, attr, None)
-            if isinstance(failures, dict):
-                stack.extend(failures.values())
-        stack.extend([e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)])
+        stack.extend([e.__cause__, e.__context__, *error_causes(e)])
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
@@ -213,9 +101,9 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from hamur_dist.train.loop import train_loop_per_worker
-    from hamur_dist.train.outputs import RunOutputs
-    from hamur_dist.train.pipeline import exact_split_data_config, training_datasets
+    from hamur_dist.data.ray_datasets import training_datasets
+    from hamur_dist.ray_internals import exact_split_data_config
+    from hamur_dist.train.worker import train_loop_per_worker
 
     root, manifest = ensure_dataset(cfg, log)
     name, storage, run_dir = resolve_run(cfg, config_path)
@@ -248,7 +136,7 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
                                                                     checkpoint_score_attribute="val/auc",
                                                                     checkpoint_score_order="max"),
-                                 callbacks=[*callbacks, restart_watch(
+                                 callbacks=[*callbacks, RestartWatch(
                                      run_dir, cfg.train.min_workers or cfg.train.num_workers, resources,
                                      cfg.run.worker_wait_s, cfg.run.max_failures)]),
             datasets=datasets,

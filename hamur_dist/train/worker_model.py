@@ -20,7 +20,8 @@ from hamur_dist.config import ExperimentConfig
 from hamur_dist.config_loader import to_dict
 from hamur_dist.data.manifest import Manifest
 from hamur_dist.model import build_model, embedding_specs
-from hamur_dist.train.checkpoint import STATE, atomic_torch_save
+from hamur_dist.fileio import atomic_torch_save
+from hamur_dist.train.checkpoint import STATE
 
 
 def make_optimizer(params, cfg: ExperimentConfig) -> torch.optim.Optimizer:
@@ -188,5 +189,5 @@ class WorkerModel:
         return state
 
     def export_artifact(self, directory: Path, cfg: ExperimentConfig, checkpoint_dir: str | None) -> None:
-        from hamur_dist.infer.artifact import save_artifact
+        from hamur_dist.model.artifact import save_artifact
         save_artifact(directory, cfg.model, self.manifest, self.full_state_dict(checkpoint_dir))

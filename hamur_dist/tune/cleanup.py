@@ -3,16 +3,15 @@
 When ASHA stops a trial, Tune kills the trial's actor, and with it the TorchTrainer's controller.
 The worker group's placement group outlives them: placement groups belong to the job, and Ray
 Train's own PlacementGroupCleaner finds a dead controller through the State API, which needs the
-dashboard (``hamur train``'s local Ray runs without it) and a single Ray instance on the machine.
-Measured on the ML-1M search: six stopped trials left 3 of 4 CPUs reserved and the next trials'
-Ray Data reads waited forever.
+dashboard (``hamur train``'s local Ray runs without it) and a single Ray instance on the machine,
+so without this a search can hang with its CPUs held by dead trials (docs/design-notes.md).
 
 So each trial's controller records its worker group's placement group in the trial's run directory
 (``PlacementGroupRecorder``, a Train worker-group callback: the hook Ray's own cleaner uses), and the
 search driver removes the recorded groups of trials that have ended (``EndedTrialCleanup``, a Tune
 callback), before the next trial starts and once more when the search ends.
 
-Imports Ray (and Ray Train internals: the worker-group callback and the placement group id type).
+Imports Ray; the Ray Train internals it needs come from ``hamur_dist.ray_internals``.
 """
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+
+from hamur_dist.ray_internals import WorkerGroupCallback, placement_group_from_hex, placement_group_of
 
 RECORD = ".placement_groups"   # in the trial's run directory: one placement group id (hex) per line
 
@@ -32,7 +32,7 @@ class PlacementGroupRecorder(WorkerGroupCallback):
         self.path = Path(run_dir) / RECORD
 
     def after_worker_group_start(self, worker_group) -> None:
-        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        pg = placement_group_of(worker_group)
         with open(self.path, "a") as f:
             f.write(pg.id.hex() + "\n")
 
@@ -40,15 +40,12 @@ class PlacementGroupRecorder(WorkerGroupCallback):
 def remove_recorded_placement_groups(run_dir: str | Path) -> int:
     """Remove the run's recorded placement groups that still exist; returns how many were removed.
     Ids from an earlier Ray session (a resumed search) are unknown to this one and skipped."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup
-
     path = Path(run_dir) / RECORD
     if not path.is_file():
         return 0
     removed = 0
     for hex_id in dict.fromkeys(path.read_text().split()):
-        pg = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+        pg = placement_group_from_hex(hex_id)
         if ray.util.placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
             ray.util.remove_placement_group(pg)
             removed += 1

@@ -31,6 +31,7 @@ from hamur_dist.config_loader import ConfigError
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_FILE = "tune.yaml"   # the resolved search, saved in the experiment directory (read by --resume)
+RUNS_DIR = "runs"           # trial training runs: <experiment dir>/runs/<trial_id>/
 
 
 @dataclass

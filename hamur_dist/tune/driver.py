@@ -29,10 +29,9 @@ from pathlib import Path
 
 from hamur_dist.config import ExperimentConfig, to_dict
 from hamur_dist.config_loader import ConfigError
-from hamur_dist.tune.config import SEARCH_FILE, TuneConfig, load_saved_search, save_search
+from hamur_dist.tune.config import RUNS_DIR, SEARCH_FILE, TuneConfig, load_saved_search, save_search
 from hamur_dist.tune.space import param_space, trial_experiment, validate_space
 
-RUNS_DIR = "runs"
 # The trial's own actor only waits for its TorchTrainer; it must not hold a whole CPU, or the
 # train workers (train.cpus_per_worker each) and Ray Data's read tasks cannot be scheduled.
 TRIAL_DRIVER_CPU = 0.01
@@ -146,7 +145,8 @@ class SearchResult:
 def run_search(experiment: ExperimentConfig, tune_cfg: TuneConfig, config_path: str | None = None,
                log=print) -> SearchResult:
     """Start a search; uses the caller's Ray connection if there is one, else ``experiment.ray``."""
-    from hamur_dist.train.trainer import ensure_dataset, ray_cluster
+    from hamur_dist.ray_connection import ray_cluster
+    from hamur_dist.train.trainer import ensure_dataset
 
     validate_space(experiment, tune_cfg)
     _scheduler(experiment, tune_cfg)  # config errors before anything starts
@@ -171,7 +171,8 @@ def resume_search(experiment_dir: str | Path, log=print, address: str | None = N
     ones continue their training runs from the last checkpoint, trials not started yet start."""
     from ray import tune
 
-    from hamur_dist.train.trainer import ensure_dataset, ray_cluster
+    from hamur_dist.ray_connection import ray_cluster
+    from hamur_dist.train.trainer import ensure_dataset
 
     experiment_dir = Path(experiment_dir).expanduser().absolute()
     experiment, tune_cfg = load_saved_search(experiment_dir)

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from hamur_dist.config import ExperimentConfig, from_dict, to_dict
-from hamur_dist.tune.config import TuneConfig
+from hamur_dist.tune.config import RUNS_DIR, TuneConfig
 from hamur_dist.tune.space import decode_params, display, set_dotted, trial_experiment
 
 RANK_KEY, HIDDEN_KEY = "model.hamur.rank", "model.hamur.hyper_hidden"
@@ -64,8 +64,7 @@ def collect_trials(grid, experiment: ExperimentConfig, tune_cfg: TuneConfig, exp
                    manifest) -> list[TrialRow]:
     """One row per trial of a Tune ``ResultGrid`` (trial folders are named by trial id)."""
     from hamur_dist.model import build_model, count_parameters
-    from hamur_dist.train.metrics import flat_metrics
-    from hamur_dist.tune.driver import RUNS_DIR
+    from hamur_dist.metrics import flat_metrics
 
     base = to_dict(experiment)
     sizes: dict[str, int] = {}

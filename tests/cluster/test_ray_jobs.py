@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from hamur_dist.data.manifest import load_manifest
-from multinode_cluster import VENV_BIN, LocalRayCluster
+from tests.helpers import history
+from tests.cluster.multinode_cluster import VENV_BIN, LocalRayCluster
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +99,7 @@ def test_training_job_runs_workers_on_two_nodes(cluster, tmp_path):
     report = json.loads((run_dir / "report.json").read_text())
     assert report["world_size"] == 2
     assert 0.0 < report["test"]["overall"]["auc"] < 1.0
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = history(run_dir)
     assert [e["epoch"] for e in epochs] == [0]
     assert epochs[0]["train/samples"] == load_manifest(dataset).splits["train"].rows  # the job prepared it
 

@@ -12,7 +12,8 @@ import pytest
 from hamur_dist.data import prepare
 from hamur_dist.data.manifest import ManifestError
 from hamur_dist.data.reader import read_split, shard_files
-from hamur_dist.data.validation import DataError, sha256_file, validate_batch, verify_dataset
+from hamur_dist.data.validation import DataError, validate_batch, verify_dataset
+from hamur_dist.fileio import sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ included, assembly into a plain EmbeddingCollection, atomic writes and clear err
 import pytest
 import torch
 
-import sharded_helpers as h
+from tests.embedding import sharded_helpers as h
 from hamur_dist.embedding import (SparseRowOptimizer, assemble_full_optimizer_state, assemble_full_state,
                                   load_shards, save_shard)
 from hamur_dist.model.embedding import EmbeddingCollection

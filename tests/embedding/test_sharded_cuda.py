@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import sharded_helpers as h
+from tests.embedding import sharded_helpers as h
 from hamur_dist.embedding import SparseRowOptimizer, assemble_full_state, load_shards, save_shard
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_nccl_available(),

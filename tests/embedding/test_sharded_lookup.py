@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import sharded_helpers as h
+from tests.embedding import sharded_helpers as h
 from hamur_dist.config import EmbeddingConfig
 from hamur_dist.embedding import ShardedEmbeddingCollection, plan_sharding
 from hamur_dist.embedding.collection import init_rows

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-import sharded_helpers as h
+from tests.embedding import sharded_helpers as h
 from hamur_dist.config import EmbeddingConfig
 from hamur_dist.embedding import ShardedEmbeddingCollection, SparseRowOptimizer, plan_sharding
 from hamur_dist.model.embedding import TableSpec

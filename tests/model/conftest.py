@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from model_helpers import load_ml1m_subset
+from tests.model.model_helpers import load_ml1m_subset
 
 
 @pytest.fixture(scope="session", autouse=True)

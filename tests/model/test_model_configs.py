@@ -10,7 +10,7 @@ import yaml
 
 from hamur_dist.config import ExperimentConfig, load_experiment
 from hamur_dist.model import build_model, count_parameters
-from model_helpers import fake_schema, random_batch
+from tests.model.model_helpers import fake_schema, random_batch
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"
 

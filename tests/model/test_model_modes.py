@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hamur_dist.model import BACKBONES, BASELINES, HamurConfig, ModelConfig, build_model
-from model_helpers import fake_schema, random_batch
+from tests.model.model_helpers import fake_schema, random_batch
 
 SCHEMA = fake_schema([40, 25, 4], num_dense=2, num_domains=3)
 

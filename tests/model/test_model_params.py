@@ -7,7 +7,7 @@ import pytest
 
 from hamur_dist.config import load_experiment
 from hamur_dist.model import build_model, count_parameters
-from model_helpers import fake_schema
+from tests.model.model_helpers import fake_schema
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"
 # Vocabularies of the full datasets (ids from 1, 0 = unknown); the Ali-CCP ones are stand-ins.

@@ -10,7 +10,7 @@ import torch
 
 from hamur_dist.model import BACKBONES, BASELINES, HamurConfig, ModelConfig, build_model, embedding_specs
 from hamur_dist.model.embedding import EmbeddingCollection
-from model_helpers import fake_schema, random_batch
+from tests.model.model_helpers import fake_schema, random_batch
 
 SCHEMA = fake_schema([40, 25, 4], num_dense=2, num_domains=4)
 OWNED_LIST = re.compile(r"(?:^|\.)(?:towers|heads|gates|specific)\.(\d+)\.|(?:^|\.)cells\.\d+\.(\d+)\.|norms\.\d+\.norms\.(\d+)\.")

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from hamur_dist.model import BACKBONES, BASELINES, HamurConfig, ModelConfig, build_model, count_parameters
-from model_helpers import fit, predict
+from tests.model.model_helpers import fit, predict
 
 CASES = ([(n, False, "paper") for n in BACKBONES] + [(n, True, "paper") for n in BACKBONES]
          + [("mlp", True, "reference"), ("wide_deep", True, "reference")]

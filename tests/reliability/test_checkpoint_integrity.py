@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from hamur_dist.fileio import atomic_torch_save
 from hamur_dist.train import checkpoint as ckpt
 
 FINGERPRINT = {"model": json.dumps({"name": "mlp", "hidden_dims": [32, 16]}, sort_keys=True),
@@ -15,7 +16,7 @@ FINGERPRINT = {"model": json.dumps({"name": "mlp", "hidden_dims": [32, 16]}, sor
 
 def make_checkpoint(directory, epoch: int, fingerprint=FINGERPRINT, world: int = 1, sharded: bool = False):
     directory.mkdir(parents=True)
-    ckpt.atomic_torch_save({"epoch": epoch, "model": {"w": torch.full((4,), float(epoch))}}, directory / ckpt.STATE)
+    atomic_torch_save({"epoch": epoch, "model": {"w": torch.full((4,), float(epoch))}}, directory / ckpt.STATE)
     ranks = world if sharded else 1
     for rank in range(1, ranks):
         torch.save({"rows": torch.arange(3) + rank}, directory / f"shard-rank{rank}-of{world}.pt")
@@ -59,39 +60,22 @@ def test_a_missing_worker_part_makes_the_checkpoint_incomplete(tmp_path):
         ckpt.verify(d)
 
 
-def test_latest_good_falls_back_past_corrupt_checkpoints_and_says_so(tmp_path):
-    dirs = [make_checkpoint(tmp_path / f"c{i}", epoch=i) for i in range(3)]
-    (tmp_path / "c2" / ckpt.STATE).write_bytes(b"\0" * 10)          # newest: corrupt
-    (tmp_path / "c1" / ckpt.CHECKSUMS).unlink()                     # next: never finished
-    messages = []
-    found, state = ckpt.latest_good(dirs, FINGERPRINT, log=messages.append)
-    assert found == dirs[0] and state["epoch"] == 0
-    assert len(messages) == 2
-    assert "c2" in messages[0] and "state.pt is corrupt" in messages[0]
-    assert "c1" in messages[1] and "CHECKSUMS.json is missing" in messages[1]
-    (tmp_path / "c0" / ckpt.STATE).write_bytes(b"")
-    assert ckpt.latest_good(dirs, FINGERPRINT, log=messages.append) is None
-
-
 def test_incompatible_config_is_refused_naming_the_field(tmp_path):
     d = make_checkpoint(tmp_path / "c0", epoch=0)
     other = dict(FINGERPRINT, model=json.dumps({"name": "mlp", "hidden_dims": [64, 32]}, sort_keys=True))
-    with pytest.raises(ckpt.CheckpointError) as err:
+    with pytest.raises(ckpt.IncompatibleCheckpointError) as err:
         ckpt.load_state(d, other)
     msg = str(err.value)
     assert "incompatible" in msg
     assert "model.hidden_dims: checkpoint has [32, 16], this run has [64, 32]" in msg
     assert "model.name" not in msg                     # only what differs is named
-    # an older checkpoint of the same run would be just as incompatible: no fallback, an error
-    with pytest.raises(ckpt.CheckpointError, match="incompatible"):
-        ckpt.latest_good([d], other)
     relaid = dict(FINGERPRINT, data_layout="ffff")
     with pytest.raises(ckpt.CheckpointError, match="data_layout: checkpoint has 'abc123', this run has 'ffff'"):
         ckpt.load_state(d, relaid)
 
 
 def test_worker_model_fingerprints_differ_exactly_where_the_configs_do(fault_dataset):
-    """The fingerprint a real worker computes names the changed model field (checked end to end by loop._restore)."""
+    """The fingerprint a real worker computes names the changed model field (the restore path: test_resume.py)."""
     from hamur_dist.config import load_experiment
     from hamur_dist.data.manifest import load_manifest
     from hamur_dist.train.worker_model import WorkerModel
@@ -100,4 +84,30 @@ def test_worker_model_fingerprints_differ_exactly_where_the_configs_do(fault_dat
     prints = [WorkerModel(load_experiment(None, [f"model.hidden_dims={dims}"]), manifest, 0, 1).fingerprint()
               for dims in ("[32,16]", "[32]")]
     with pytest.raises(ckpt.CheckpointError, match=r"model.hidden_dims: checkpoint has \[32, 16\], this run has \[32\]"):
-        ckpt.check_compatible(prints[0], prints[1])
+        ckpt.check_fingerprint(prints[0], prints[1])
+
+
+@pytest.mark.parametrize("body", ['[1, 2]', '{"files": ["state.pt"]}', '{"files": {"state.pt": 7}}', '{"no": 1}',
+                                  '{"files": {}, "ranks_with_files": "2"}'])
+def test_checksums_of_the_wrong_shape_are_a_corrupt_checkpoint(tmp_path, body):
+    d = make_checkpoint(tmp_path / "c0", epoch=0)
+    (tmp_path / "c0" / ckpt.CHECKSUMS).write_text(body)
+    with pytest.raises(ckpt.CheckpointError, match="CHECKSUMS.json is corrupt") as err:
+        ckpt.verify(d)
+    assert not isinstance(err.value, ckpt.IncompatibleCheckpointError)
+
+
+class Planted:
+    """Unpickling this runs code: what a hostile state.pt would carry."""
+
+    def __reduce__(self):
+        return (print, ("code from a checkpoint ran",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_executed(tmp_path, capsys):
+    d = make_checkpoint(tmp_path / "c0", epoch=0)
+    torch.save({"epoch": 0, "model": {}, "payload": Planted()}, tmp_path / "c0" / ckpt.STATE)
+    ckpt.seal(d, FINGERPRINT)                      # hashes match: only the loader stands in the way
+    with pytest.raises(ckpt.CheckpointError, match="refused"):
+        ckpt.load_state(d, FINGERPRINT)
+    assert "code from a checkpoint ran" not in capsys.readouterr().out

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from faults import cfg
+from tests.helpers import small_experiment
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.train.trainer import TrainingError, train
 
@@ -30,7 +30,7 @@ def test_nan_dense_value_names_shard_row_and_column(ray_session, fault_dataset, 
     shard = root / load_manifest(root).splits["train"].shards[2].path
     replace_value(shard, "x", 11, np.nan, pa.float32())
     with pytest.raises(TrainingError) as err:
-        train(cfg(root, tmp_path / "runs", "train.epochs=1", "data.verify_hashes=false"), log=lambda *_: None)
+        train(small_experiment(root, tmp_path / "runs", "train.epochs=1", "data.verify_hashes=false"), log=lambda *_: None)
     msg = str(err.value)
     assert str(shard) in msg and "row 11" in msg and "'x'" in msg and "not finite" in msg, msg
     assert not list((tmp_path / "runs").glob("*/model/model.pt"))     # nothing was exported

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from faults import BASE, WorkerKiller, checkpoint_dirs, events, history, test_auc
+from tests.helpers import TRAIN_OVERRIDES, checkpoint_dirs, events, history, report_test_auc
+from tests.reliability.faults import WorkerKiller
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.train import checkpoint as ckpt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cluster"))
-from multinode_cluster import VENV_BIN, LocalRayCluster  # noqa: E402
+from tests.cluster.multinode_cluster import VENV_BIN, LocalRayCluster  # noqa: E402
 
 import psutil  # noqa: E402  (Ray's bundled copy, importable once ray is imported)
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 NODE_CPUS = 3
 # Streaming input (no materialized blocks that could live in the lost node's object store).
-COMMON = [*BASE, "train.num_workers=2", "train.cpus_per_worker=2", "data.materialize=false", "train.epochs=2",
+COMMON = [*TRAIN_OVERRIDES, "train.num_workers=2", "train.cpus_per_worker=2", "data.materialize=false", "train.epochs=2",
           "run.max_failures=1"]
 MARKER = f"hamur_fault_{os.getpid()}"   # a custom resource that names a node's raylet on the command line
 RUN_TIMEOUT_S = 900
@@ -109,7 +110,7 @@ def test_losing_a_node_continues_on_the_rest_or_stops_resumably(cluster, fault_d
     assert any("starting the worker group again on 1 worker(s)" in line for line in log), log
     assert any("resumed from the checkpoint after epoch 0 on 1 worker(s) (saved by 2" in line for line in log), log
     assert [(h["epoch"], h["train/samples"]) for h in history(run_dir)] == [(e, rows) for e in range(2)]
-    assert test_auc(run_dir) > 0.65
+    assert report_test_auc(run_dir) > 0.65
 
     # 2. min_workers=2 no longer fits after the loss: a clear error, then a resume on what is left.
     add_node(cluster, f"{MARKER}_c", 2)

@@ -8,8 +8,9 @@ import pytest
 
 from hamur_dist.config import load_experiment
 from hamur_dist.config_loader import ConfigError
-from hamur_dist.train.trainer import ClusterTooSmallError, _num_workers, _unwrap, restart_watch
-from faults import events
+from hamur_dist.train.restart_watch import ClusterTooSmallError, RestartWatch
+from hamur_dist.train.trainer import _num_workers, _unwrap
+from tests.helpers import events
 
 from ray.train.v2._internal.execution.controller.state import (ErroredState, InitializingState, ReschedulingState,
                                                                 RestartingState, RunningState, SchedulingState,
@@ -23,7 +24,7 @@ def worker_died():
 
 
 def test_restarts_and_final_failure_are_logged(tmp_path, capsys):
-    watch = restart_watch(tmp_path, 2, {"CPU": 0.5}, wait_s=60, max_failures=1)
+    watch = RestartWatch(tmp_path, 2, {"CPU": 0.5}, wait_s=60, max_failures=1)
     decision = ResizeDecision(num_workers=2, resources_per_worker={"CPU": 0.5})
     watch.before_controller_execute_resize_decision(decision)
     watch.after_controller_state_update(InitializingState(), SchedulingState(decision))
@@ -44,7 +45,7 @@ def test_restarts_and_final_failure_are_logged(tmp_path, capsys):
 
 
 def test_waiting_longer_than_worker_wait_s_stops_the_run(tmp_path):
-    watch = restart_watch(tmp_path, 2, {"CPU": 2}, wait_s=0.2, max_failures=3)
+    watch = RestartWatch(tmp_path, 2, {"CPU": 2}, wait_s=0.2, max_failures=3)
     restarting = RestartingState(worker_died())
     watch.after_controller_state_update(RunningState(), restarting)
     watch.after_controller_state_update(restarting, restarting)          # elastic policy: still too few
@@ -53,7 +54,7 @@ def test_waiting_longer_than_worker_wait_s_stops_the_run(tmp_path):
         watch.after_controller_state_update(restarting, restarting)
     assert "stopping: the cluster could not place 2 worker(s)" in events(tmp_path)[-1]
     # a group that starts in time resets the clock
-    watch = restart_watch(tmp_path, 2, {"CPU": 2}, wait_s=0.2, max_failures=3)
+    watch = RestartWatch(tmp_path, 2, {"CPU": 2}, wait_s=0.2, max_failures=3)
     watch.after_controller_state_update(RunningState(), restarting)
     time.sleep(0.3)
     watch.after_controller_state_update(restarting, RunningState())
@@ -85,7 +86,7 @@ def test_a_killed_worker_is_reported_with_how_it_died(tmp_path):
     from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
 
     killed = WorkerGroupError("rank 1", {1: WorkerHealthCheckFailedError("A worker health check failed.", ActorDiedError())})
-    watch = restart_watch(tmp_path, 2, {"CPU": 0.5}, wait_s=60, max_failures=2)
+    watch = RestartWatch(tmp_path, 2, {"CPU": 0.5}, wait_s=60, max_failures=2)
     watch.after_controller_state_update(RunningState(), RestartingState(killed))
     [line] = events(tmp_path)
     assert ("worker group failed (rank 1: WorkerHealthCheckFailedError: A worker health check failed. "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faults import cfg, checkpoint_dirs, events, history, test_auc
+from tests.helpers import checkpoint_dirs, events, history, report_test_auc, small_experiment
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.embedding.checkpoint import assemble_full_optimizer_state
 from hamur_dist.train import checkpoint as ckpt
@@ -58,7 +58,7 @@ def test_sharded_tables_survive_a_restart_and_a_change_of_world_size(ray_session
     from hamur_dist.cli import main
 
     rows = load_manifest(fault_dataset).splits["train"].rows
-    first = train(cfg(fault_dataset, tmp_path, *SHARDED, "train.epochs=2", "run.name=sharded",
+    first = train(small_experiment(fault_dataset, tmp_path, *SHARDED, "train.epochs=2", "run.name=sharded",
                       "run.max_failures=1", "train.fail_at_step=15"), log=quiet)
     run_dir = first.run_dir
     assert any("restart 1 of run.max_failures=1" in line for line in events(run_dir))
@@ -86,4 +86,4 @@ def test_sharded_tables_survive_a_restart_and_a_change_of_world_size(ray_session
     assert [h["epoch"] for h in hist] == [0, 1, 2, 3]
     assert [h["train/samples"] for h in hist] == [rows] * 4
     assert "worker2/rss_mb" in hist[3] and "worker1/rss_mb" not in hist[2]
-    assert test_auc(run_dir) > 0.65
+    assert report_test_auc(run_dir) > 0.65

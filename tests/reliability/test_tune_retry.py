@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from faults import events, history
+from tests.helpers import events, history
 from hamur_dist.data.manifest import load_manifest
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from faults import AUC_NOISE, WorkerKiller, cfg, checkpoint_dirs, events, history, test_auc
+from tests.helpers import checkpoint_dirs, events, history, report_test_auc, small_experiment
+from tests.reliability.faults import AUC_NOISE, WorkerKiller
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.train import checkpoint as ckpt
 from hamur_dist.train.trainer import TrainingError, train
@@ -36,7 +37,7 @@ def storage(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def baseline(ray_session, fault_dataset, storage):
     """The uninterrupted run every recovered run is compared with."""
-    result = train(cfg(fault_dataset, storage, EPOCHS, "run.name=baseline"), log=quiet)
+    result = train(small_experiment(fault_dataset, storage, EPOCHS, "run.name=baseline"), log=quiet)
     assert_exact_epochs(result.run_dir, fault_dataset, 2)
     return result
 
@@ -48,7 +49,7 @@ def mid_epoch_1(baseline) -> int:
 
 def test_injected_failure_is_retried_once_and_the_run_matches_an_uninterrupted_one(baseline, fault_dataset, storage):
     step = mid_epoch_1(baseline)
-    result = train(cfg(fault_dataset, storage, EPOCHS, "run.name=inject1", "run.max_failures=1",
+    result = train(small_experiment(fault_dataset, storage, EPOCHS, "run.name=inject1", "run.max_failures=1",
                        f"train.fail_at_step={step}"), log=quiet)
     assert (result.run_dir / ".fault_injected").read_text() == str(step)   # injected exactly once
     log = events(result.run_dir)
@@ -56,14 +57,14 @@ def test_injected_failure_is_retried_once_and_the_run_matches_an_uninterrupted_o
     assert not any("restart 2" in line for line in log)
     assert any("resumed from the checkpoint after epoch 0 on 2 worker(s)" in line for line in log), log
     assert_exact_epochs(result.run_dir, fault_dataset, 2)
-    assert test_auc(result.run_dir) == pytest.approx(test_auc(baseline.run_dir), abs=AUC_NOISE)
+    assert report_test_auc(result.run_dir) == pytest.approx(report_test_auc(baseline.run_dir), abs=AUC_NOISE)
 
 
 def test_sigkilled_worker_restarts_the_group_from_the_last_checkpoint(baseline, fault_dataset, storage):
     run_dir = storage / "sigkill"
     killer = WorkerKiller(run_dir, after_epoch=0)    # kills in epoch 1, once epoch 0's checkpoint is in
     killer.start()
-    result = train(cfg(fault_dataset, storage, EPOCHS, "run.name=sigkill", "run.max_failures=2"), log=quiet)
+    result = train(small_experiment(fault_dataset, storage, EPOCHS, "run.name=sigkill", "run.max_failures=2"), log=quiet)
     killer.join(timeout=5)
     assert killer.killed is not None, killer.error or "the run finished before a worker could be killed"
     log = events(run_dir)
@@ -72,7 +73,7 @@ def test_sigkilled_worker_restarts_the_group_from_the_last_checkpoint(baseline, 
     assert "ActorDiedError" in failures[0], failures[0]
     assert any("resumed from the checkpoint after epoch 0 on 2 worker(s)" in line for line in log), log
     assert_exact_epochs(result.run_dir, fault_dataset, 2)
-    assert test_auc(result.run_dir) == pytest.approx(test_auc(baseline.run_dir), abs=AUC_NOISE)
+    assert report_test_auc(result.run_dir) == pytest.approx(report_test_auc(baseline.run_dir), abs=AUC_NOISE)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def stopped_run(baseline, fault_dataset, storage):
     """A 3-epoch run that fails in epoch 2 with no restarts allowed, leaving the checkpoints of epochs 0
     and 1; returns (run_dir, the TrainingError)."""
     with pytest.raises(TrainingError) as err:
-        train(cfg(fault_dataset, storage, "train.epochs=3", "run.name=stopped", "run.max_failures=0",
+        train(small_experiment(fault_dataset, storage, "train.epochs=3", "run.name=stopped", "run.max_failures=0",
                   f"train.fail_at_step={baseline.history[1]['global_step'] + 3}"), log=quiet)
     return storage / "stopped", err.value
 
@@ -113,4 +114,4 @@ def test_corrupt_latest_checkpoint_is_skipped_and_the_previous_one_resumed(stopp
     assert "resumed from the checkpoint after epoch 0" in log[log.index(skipped[-1]) + 1]
     assert (run_dir / ".fault_injected").is_file()      # the marker keeps the resumed run from failing again
     assert_exact_epochs(run_dir, fault_dataset, 3)
-    assert test_auc(run_dir) == pytest.approx(test_auc(baseline.run_dir), abs=AUC_NOISE)
+    assert report_test_auc(run_dir) == pytest.approx(report_test_auc(baseline.run_dir), abs=AUC_NOISE)

@@ -60,7 +60,7 @@ def test_object_store_pages_a_worker_reads_are_counted_as_store(ray_session):
 def test_workers_of_the_local_ray_run_with_few_malloc_arenas(ray_session):
     import os
 
-    from hamur_dist.train.local_ray import WORKER_ENV
+    from hamur_dist.ray_connection import WORKER_ENV
 
     @ray_session.remote(num_cpus=0)
     def arena_max():

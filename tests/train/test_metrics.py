@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.metrics import log_loss, roc_auc_score
 
-from hamur_dist.train.metrics import PredictionBuffer, domain_report, gather_predictions, gauc
+from hamur_dist.metrics import PredictionBuffer, domain_report, gather_predictions, gauc
 
 
 def _data(seed=0, n=3000, domains=4):

@@ -6,7 +6,7 @@ import pytest
 
 from hamur_dist.config import DataConfig
 from hamur_dist.data.manifest import load_manifest
-from hamur_dist.train.pipeline import training_datasets
+from hamur_dist.data.ray_datasets import training_datasets
 
 
 def epoch_rows(ds) -> list[tuple]:

@@ -1,4 +1,7 @@
-"""End to end on the shared Ray instance: train, outputs, exactly-once, resume, artifact, bad inputs."""
+"""End to end on the shared Ray instance: train, outputs, exactly-once, resume, artifact, bad inputs.
+
+The first run (one epoch, 2 workers) and the tests that only read it are the fast tier's end-to-end
+check; the tests that start more runs are in the full tier (``slow``)."""
 from __future__ import annotations
 
 import json
@@ -9,26 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hamur_dist.config import load_experiment
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.train.trainer import TrainingError, train
-
-pytestmark = pytest.mark.slow
+from tests.helpers import history as read_history, small_experiment
 
 RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)?\(\w+ pid=\d+")
-
-BASE = ["data.batch_size=256", "model.hidden_dims=[32,16]", "model.hamur.enabled=true", "model.hamur.rank=4",
-        "model.hamur.hyper_hidden=[16]", "train.lr=0.01", "train.log_every_steps=0", "train.patience=0"]
-
-
-def _cfg(root, storage, *extra):
-    return load_experiment(None, [f"data.path={root}", f"run.storage_path={storage}", *BASE, *extra])
-
 
 @pytest.fixture(scope="module")
 def first_run(ray_session, tiny_dataset, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    cfg = _cfg(tiny_dataset, storage, "train.epochs=1", "run.name=r1")
+    cfg = small_experiment(tiny_dataset, storage, "train.epochs=1", "run.name=r1")
     return train(cfg, log=lambda *_: None), storage
 
 
@@ -52,6 +45,7 @@ def test_every_training_sample_seen_exactly_once_per_epoch(first_run, tiny_datas
         assert epoch["train/samples"] == rows
 
 
+@pytest.mark.slow
 def test_resume_continues_from_checkpoint(first_run, tiny_dataset):
     result, storage = first_run
     from hamur_dist.cli import main
@@ -59,7 +53,7 @@ def test_resume_continues_from_checkpoint(first_run, tiny_dataset):
     before = result.history[0]
     # lr_decay given on resume: epoch 1 trains at lr * 0.5**1, derived from the epoch number
     assert main(["train", "--resume", str(result.run_dir), "train.epochs=2", "train.lr_decay=0.5"]) == 0
-    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    history = read_history(result.run_dir)
     assert [h["epoch"] for h in history] == [0, 1]
     assert history[0]["train/loss"] == pytest.approx(before["train/loss"])  # epoch 0 was not redone
     assert history[1]["global_step"] > history[0]["global_step"]
@@ -81,6 +75,7 @@ def test_artifact_loads_without_ray_and_evaluate_matches_report(first_run, tiny_
     assert overall["auc"] == pytest.approx(report["test"]["overall"]["auc"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_bad_id_at_training_time_names_shard_row_and_column(ray_session, tiny_dataset, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(tiny_dataset, root)
@@ -89,7 +84,7 @@ def test_bad_id_at_training_time_names_shard_row_and_column(ray_session, tiny_da
     items = table.column("item").to_pylist()
     items[7] = 10_000  # outside the 300-row table
     pq.write_table(table.set_column(table.schema.get_field_index("item"), "item", pa.array(items, pa.int64())), shard)
-    cfg = _cfg(root, tmp_path / "runs", "train.epochs=1", "data.verify_hashes=false")
+    cfg = small_experiment(root, tmp_path / "runs", "train.epochs=1", "data.verify_hashes=false")
     with pytest.raises(TrainingError) as err:
         train(cfg, log=lambda *_: None)
     msg = str(err.value)
@@ -126,7 +121,7 @@ def test_predict_scores_every_row_with_ray_data_actors(first_run, tiny_dataset, 
     import numpy as np
     import torch
 
-    from hamur_dist.infer.artifact import load_artifact
+    from hamur_dist.model.artifact import load_artifact
     from hamur_dist.infer.predict import predict
 
     result, _ = first_run

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tune_helpers import make_tiny_dataset
+from tests.helpers import make_tiny_dataset
 
 
 @pytest.fixture(scope="session")

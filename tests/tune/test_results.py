@@ -15,7 +15,7 @@ from hamur_dist.model import build_model, count_parameters
 from hamur_dist.tune.config import load_search
 from hamur_dist.tune.results import write_outputs
 
-from tune_helpers import write_search_file
+from tests.tune.tune_helpers import write_search_file
 
 
 @dataclass

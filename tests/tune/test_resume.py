@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tune_helpers import write_search_file
+from tests.helpers import checkpointed_epochs
+from tests.tune.tune_helpers import write_search_file
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -36,17 +37,6 @@ def _statuses(exp_dir: Path) -> dict[str, str]:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
-
-
-def _checkpointed_epochs(run_dir: Path) -> list[int]:
-    """Epochs whose checkpoint Ray Train has registered (its checkpoint manager snapshot): a resumed run
-    continues after the newest of them. A metrics row can exist without one (rank 0 logs the epoch just
-    before reporting its checkpoint); such an epoch is legitimately redone."""
-    try:
-        data = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
-    return sorted(r["metrics"]["epoch"] for r in data.get("checkpoint_results", []) if not r["metrics"].get("final"))
 
 
 def _ray_pids(marker: str) -> list[int]:
@@ -108,7 +98,7 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
         def one_done_one_checkpointed():
             statuses = _statuses(exp)
             done = [t for t, s in statuses.items() if s == "TERMINATED"]
-            running = [t for t, s in statuses.items() if s == "RUNNING" and _checkpointed_epochs(exp / "runs" / t)]
+            running = [t for t, s in statuses.items() if s == "RUNNING" and checkpointed_epochs(exp / "runs" / t)]
             return (done[0], running[0]) if done and running else None
 
         finished, interrupted = _wait_for(one_done_one_checkpointed, 900, proc,
@@ -124,7 +114,7 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
             "finished_report": (exp / "runs" / finished / "report.json").stat().st_mtime_ns,
             "finished_tune": _lines(exp / finished / "result.json"),
             "interrupted_metrics": _lines(exp / "runs" / interrupted / "metrics.jsonl"),
-            "interrupted_checkpointed": _checkpointed_epochs(exp / "runs" / interrupted),
+            "interrupted_checkpointed": checkpointed_epochs(exp / "runs" / interrupted),
         }
         assert before["interrupted_checkpointed"]
 

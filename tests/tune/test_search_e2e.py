@@ -12,7 +12,8 @@ from hamur_dist.data.manifest import load_manifest
 from hamur_dist.tune.config import load_search
 from hamur_dist.tune.driver import run_search
 
-from tune_helpers import write_search_file
+from tests.helpers import history as read_history
+from tests.tune.tune_helpers import write_search_file
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def test_every_trial_is_a_training_run_with_its_own_values(search, tune_dataset)
         assert run_cfg["model"]["hamur"]["rank"] == row.params["model.hamur.rank"]
         assert run_cfg["model"]["hamur"]["hyper_hidden"] == row.params["model.hamur.hyper_hidden"]
         assert run_cfg["train"]["num_workers"] == 1
-        history = [json.loads(x) for x in (row.run_dir / "metrics.jsonl").read_text().splitlines()]
+        history = read_history(row.run_dir)
         assert [h["epoch"] for h in history] == list(range(row.epochs_run))
         assert all(h["train/samples"] == train_rows for h in history)   # full epochs from Ray Data
         assert any((row.run_dir / "tb").iterdir())                       # TensorBoard logs under the experiment

@@ -1,17 +1,9 @@
-"""Helpers for the search tests (imported by name: tests/tune is on sys.path under pytest's default import mode)."""
+"""Helpers for the search tests."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import yaml
-
-# The training tests' tiny dataset maker (tests/train/conftest.py), loaded under a name of its own.
-_spec = importlib.util.spec_from_file_location("hamur_tests_train_data",
-                                               Path(__file__).resolve().parent.parent / "train" / "conftest.py")
-_train_data = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_train_data)
-make_tiny_dataset = _train_data.make_tiny_dataset
 
 
 def write_search_file(path: Path, dataset: Path, storage: Path, name: str, epochs: int = 2,

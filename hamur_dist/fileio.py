@@ -1,0 +1,77 @@
+"""Content hashes and crash-safe writes: the one place files are hashed or replaced.
+
+Every write goes to a hidden temporary sibling (same directory, so the rename is atomic), is
+fsynced, renamed over the target, and the directory is fsynced: after a crash a reader finds the
+old file or the new one, never a torn one.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import IO, Iterator
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (memory stays flat for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
+    On an exception the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    newline = "" if "b" not in mode else None
+    try:
+        with open(tmp, mode, newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    import torch
+
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def atomic_rename(src: str | Path, dst: str | Path) -> None:
+    """``os.replace`` made durable: both parent directories are fsynced afterwards."""
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+    if Path(src).parent != Path(dst).parent:
+        fsync_dir(Path(src).parent)

@@ -1,0 +1,82 @@
+"""Every use of a Ray API that is not public, in one place: a Ray upgrade is a one-file change.
+
+Checked against ray 2.60.0 (the version pyproject.toml pins). What each item is for:
+
+* ``ControllerCallback`` and the controller states: ``train.restart_watch`` logs worker-group
+  failures and restarts and stops a run that cannot place its workers.
+* ``WorkerGroupCallback`` and placement groups by id: ``tune.cleanup`` frees the placement group of
+  a trial that Tune stopped.
+* ``DataConfig._enable_shard_locality`` / ``_resolve_execution_options``: ``exact_split_data_config``
+  splits every dataset with ``equal=False`` (Ray's default drops rows).
+* the attributes Ray's errors carry their causes in (``error_causes``).
+* the logger name of Ray Train's placement-group cleaner (``PLACEMENT_GROUP_CLEANER_LOGGER``).
+
+Import this module only where Ray is already in use (it imports Ray).
+"""
+from __future__ import annotations
+
+import ray
+from ray.train import DataConfig
+from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+from ray.train.v2._internal.execution.controller.state import (
+    ErroredState, InitializingState, ReschedulingState, RestartingState, RunningState, SchedulingState,
+    ShuttingDownState)
+
+CHECKED_RAY_VERSIONS = ("2.60.0",)
+PLACEMENT_GROUP_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+# Controller states in which the worker group is not running yet: it is being (re)placed.
+WAITING_STATES = (InitializingState, SchedulingState, ReschedulingState, RestartingState)
+
+__all__ = ["CHECKED_RAY_VERSIONS", "ControllerCallback", "ErroredState", "RestartingState", "RunningState",
+           "ShuttingDownState", "WAITING_STATES", "WorkerGroupCallback", "error_causes",
+           "exact_split_data_config", "placement_group_from_hex", "placement_group_of"]
+
+
+def error_causes(error: BaseException) -> list:
+    """The exceptions a Ray error wraps: per-worker failures, a controller failure, a health check's cause."""
+    causes = []
+    for attr in ("worker_failures", "_worker_failures"):
+        failures = getattr(error, attr, None)
+        if isinstance(failures, dict):
+            causes.extend(failures.values())
+    causes += [getattr(error, "cause", None), getattr(error, "controller_failure", None),
+               getattr(error, "health_check_failure", None)]
+    return [c for c in causes if c is not None]
+
+
+def placement_group_of(worker_group):
+    """The placement group a Train worker group runs in (seen from a ``WorkerGroupCallback``)."""
+    return worker_group.get_worker_group_state().placement_group_handle.placement_group
+
+
+def placement_group_from_hex(hex_id: str):
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    return PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+
+
+def exact_split_data_config() -> DataConfig:
+    """Ray Train's default DataConfig splits with ``equal=True``, which drops rows; this one keeps every row once."""
+
+    class ExactSplitDataConfig(DataConfig):
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            output = [{} for _ in range(world_size)]
+            hints = worker_node_ids if self._enable_shard_locality else None
+            for name, ds in datasets.items():
+                ds = ds.copy(ds)
+                if ds.name is None:
+                    ds.set_name(name)
+                ds.context.execution_options = self._resolve_execution_options(name)
+                for i, it in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+                    output[i][name] = it
+            return output
+
+    return ExactSplitDataConfig()
+
+
+def warn_if_unchecked(log=print) -> None:
+    if ray.__version__ not in CHECKED_RAY_VERSIONS:
+        log(f"[hamur] warning: ray {ray.__version__} is not a version hamur_dist.ray_internals was checked "
+            f"with ({', '.join(CHECKED_RAY_VERSIONS)}); failure handling and data splitting may break")

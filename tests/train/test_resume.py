@@ -1,0 +1,126 @@
+"""The restore path a worker runs (``hamur_dist.train.resume``) against a stand-in for ``ray.train``:
+fall back past corrupt checkpoints, refuse an incompatible config, load the best epoch for the test."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hamur_dist.config import load_experiment
+from hamur_dist.data.manifest import load_manifest
+from hamur_dist.train import checkpoint as ckpt
+from hamur_dist.train import resume
+from hamur_dist.train.loop_state import LoopState
+from hamur_dist.train.worker_model import WorkerModel
+from tests.helpers import events
+
+
+class FakeTrain:
+    """What the worker code uses of ``ray.train``: report, Checkpoint, get_checkpoint, get_all_reported_checkpoints."""
+
+    def __init__(self, storage: Path):
+        self.storage, self.results = storage, []
+        fake = self
+
+        class Checkpoint:
+            def __init__(self, path):
+                self.path = str(path)
+
+            @classmethod
+            def from_directory(cls, directory):
+                copy = fake.storage / f"checkpoint_{len(fake.results):03d}"
+                shutil.copytree(directory, copy)
+                return cls(copy)
+
+            @contextlib.contextmanager
+            def as_directory(self):
+                yield self.path
+
+        self.Checkpoint = Checkpoint
+
+    def report(self, metrics, checkpoint=None):
+        if checkpoint is not None:
+            self.results.append(SimpleNamespace(checkpoint=checkpoint, metrics=metrics))
+
+    def get_checkpoint(self):
+        return self.results[-1].checkpoint if self.results else None
+
+    def get_all_reported_checkpoints(self):
+        return list(self.results)
+
+
+def worker(dataset, *overrides) -> WorkerModel:
+    cfg = load_experiment(None, ["model.hidden_dims=[16]", *overrides])
+    return WorkerModel(cfg, load_manifest(dataset), 0, 1)
+
+
+def save_epochs(api, wm, epochs: int) -> list[dict]:
+    """Report ``epochs`` checkpoints; the weights differ per epoch so a load can be told apart."""
+    saved = []
+    state = LoopState.fresh(3)
+    for epoch in range(epochs):
+        with torch.no_grad():
+            for p in wm.model.parameters():
+                p.fill_(epoch + 1)
+        state.record(epoch, 0.5 + epoch / 100, {"overall": {}}, {"epoch": epoch}, patience=3)
+        resume.report(api, wm, state, {"epoch": epoch, "val/auc": 0.5}, wm.fingerprint(), with_checkpoint=True)
+        saved.append(LoopState.from_checkpoint(state.to_checkpoint()))
+    return saved
+
+
+def first_weight(wm) -> float:
+    return next(wm.model.parameters()).flatten()[0].item()
+
+
+def test_restore_falls_back_past_corrupt_checkpoints_and_notes_it(tiny_dataset, tmp_path):
+    api, wm = FakeTrain(tmp_path), worker(tiny_dataset)
+    saved = save_epochs(api, wm, 3)
+    newest, middle = (Path(r.checkpoint.path) for r in api.results[:0:-1])
+    (newest / ckpt.STATE).write_bytes(b"\0" * 10)           # newest: corrupt
+    (middle / ckpt.CHECKSUMS).unlink()                      # next: never sealed
+    fresh = worker(tiny_dataset)
+    state, saved_by = resume.restore_latest(api, fresh, fresh.fingerprint(), tmp_path)
+    assert state == saved[0] and saved_by == 1 and first_weight(fresh) == 1.0
+    skipped = events(tmp_path)
+    assert len(skipped) == 2 and "state.pt is corrupt" in skipped[0] and "CHECKSUMS.json is missing" in skipped[1]
+    (Path(api.results[0].checkpoint.path) / ckpt.STATE).write_bytes(b"")
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint of this run verifies"):
+        resume.restore_latest(api, fresh, fresh.fingerprint(), tmp_path)
+
+
+def test_a_run_without_checkpoints_starts_fresh(tiny_dataset, tmp_path):
+    wm = worker(tiny_dataset)
+    assert resume.restore_latest(FakeTrain(tmp_path), wm, wm.fingerprint(), tmp_path) is None
+
+
+def test_an_incompatible_config_is_fatal_not_skipped(tiny_dataset, tmp_path):
+    api = FakeTrain(tmp_path)
+    save_epochs(api, worker(tiny_dataset), 2)
+    other = worker(tiny_dataset, "model.hidden_dims=[8]")
+    with pytest.raises(ckpt.IncompatibleCheckpointError, match=r"model.hidden_dims: checkpoint has \[16\]"):
+        resume.restore_latest(api, other, other.fingerprint(), tmp_path)
+    assert events(tmp_path) == []
+
+
+def test_a_path_that_says_incompatible_does_not_make_corruption_fatal(tiny_dataset, tmp_path):
+    storage = tmp_path / "runs-incompatible-ablation"
+    storage.mkdir()
+    api, wm = FakeTrain(storage), worker(tiny_dataset)
+    saved = save_epochs(api, wm, 2)
+    (Path(api.results[-1].checkpoint.path) / ckpt.STATE).write_bytes(b"\0")
+    state, _ = resume.restore_latest(api, wm, wm.fingerprint(), storage)
+    assert state == saved[0]
+
+
+def test_the_test_split_uses_the_best_epochs_newest_checkpoint_that_verifies(tiny_dataset, tmp_path):
+    api, wm = FakeTrain(tmp_path), worker(tiny_dataset)
+    save_epochs(api, wm, 3)
+    best = resume.load_best(api, wm, 1, wm.fingerprint())
+    assert best.path == api.results[1].checkpoint.path and first_weight(wm) == 2.0
+    (Path(best.path) / ckpt.STATE).write_bytes(b"\0")
+    assert resume.load_best(api, wm, 1, wm.fingerprint()) is None
+    assert resume.load_best(api, wm, -1, wm.fingerprint()) is None
