@@ -1,0 +1,140 @@
+"""One chunk of a raw table, row by row: which rows break the schema, and their encoded columns.
+
+``TableRows`` holds the encoders of a ``TableSchema``: pass 1 of ``prepare_table`` checks and
+observes every chunk (vocabularies, dense statistics), pass 2 checks again and encodes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hamur_dist.data.encoders import DenseScaler, HashEncoder, IdentityEncoder, VocabularyEncoder
+from hamur_dist.data.sources import Chunk
+from hamur_dist.data.table_schema import TableSchema
+from hamur_dist.data.validation import DataError
+
+
+class TableRows:
+    """Checks and encodes one chunk according to the schema."""
+
+    def __init__(self, schema: TableSchema, bad_rows: str):
+        self.schema, self.bad_rows = schema, bad_rows
+        self.sparse = {f.name: _encoder(f) for f in schema.sparse}
+        self.dense = {f.name: DenseScaler(f.scaling) for f in schema.dense}
+        d = schema.domain
+        if d.mapping:
+            keys = list(d.mapping)
+            self.domain_keys = pa.array(keys, pa.int64() if isinstance(keys[0], int) else pa.string())
+            self.domain_ids = np.array([d.mapping[k] for k in keys], dtype=np.int64)
+        self.skipped: dict[str, int] = {}
+
+    # --- checks ------------------------------------------------------------------------------
+    def problems(self, table: pa.Table) -> list[tuple[str, str, np.ndarray]]:
+        """(reason, column, bad-row mask) for every kind of bad value in the chunk."""
+        s, out = self.schema, []
+        for column in (s.label.column, *s.extra_labels):
+            values = table.column(column)
+            nulls = _nulls(values)
+            out.append(("null label", column, nulls))
+            if column != s.label.column or s.label.threshold is None:
+                v = floats(values)
+                out.append(("label outside {0,1}", column, (v != 0) & (v != 1) & ~nulls))
+        out.append(("unknown domain", s.domain.column, self._domains(table.column(s.domain.column)) < 0))
+        for f in s.dense:
+            v, nulls = floats(table.column(f.source)), _nulls(table.column(f.source))
+            out.append(("null dense value", f.source, nulls))
+            bad = ~np.isfinite(v) & ~nulls
+            if f.scaling == "log1p_minmax":
+                bad |= v <= -1
+            out.append(("NaN/inf dense value", f.source, bad))
+        for f in s.sparse:
+            if f.encoding == "identity":
+                ids = pc.fill_null(table.column(f.source), 0).to_numpy()
+                out.append(("negative id", f.source, ids < 0))
+                if f.vocab_size:
+                    out.append(("out-of-vocabulary id", f.source, ids >= f.vocab_size))
+        if s.split.method == "time":
+            out.append(("null time", s.split.time_column, _nulls(table.column(s.split.time_column))))
+        return out
+
+    def valid_rows(self, chunk: Chunk, table: pa.Table, count: bool) -> np.ndarray:
+        valid = np.ones(table.num_rows, dtype=bool)
+        for reason, column, bad in self.problems(table):
+            bad = bad & valid
+            if not bad.any():
+                continue
+            i = int(np.flatnonzero(bad)[0])
+            if self.bad_rows == "fail":
+                raise DataError(f"{reason}: {_show(table.column(column)[i])} (--bad-rows skip drops such rows)",
+                                file=chunk.file, row=chunk.row_offset + i, column=column)
+            if count:
+                self.skipped[reason] = self.skipped.get(reason, 0) + int(bad.sum())
+            valid &= ~bad
+        return valid
+
+    # --- passes ------------------------------------------------------------------------------
+    def observe(self, table: pa.Table, chunk: Chunk) -> None:
+        for f in self.schema.sparse:
+            try:
+                self.sparse[f.name].observe(table.column(f.source).combine_chunks())
+            except TypeError as exc:
+                raise DataError(f"{exc}; set dtype: string for this feature", file=chunk.file,
+                                row=f"rows {chunk.row_offset}..{chunk.row_offset + chunk.table.num_rows - 1}",
+                                column=f.source) from None
+        for f in self.schema.dense:
+            self.dense[f.name].observe(floats(table.column(f.source)))
+
+    def finish(self) -> None:
+        for encoder in (*self.sparse.values(), *self.dense.values()):
+            encoder.finish()
+
+    def encode(self, table: pa.Table) -> dict[str, np.ndarray]:
+        s, cols = self.schema, {}
+        for f in s.sparse:
+            cols[f.name] = self.sparse[f.name].encode(table.column(f.source).combine_chunks())
+        domain = self._domains(table.column(s.domain.column))
+        if s.domain.sparse_feature:
+            cols[s.domain.sparse_feature] = domain + 1
+        for f in s.dense:
+            cols[f.name] = self.dense[f.name].encode(floats(table.column(f.source)))
+        cols["domain"] = domain
+        label = floats(table.column(s.label.column))
+        cols["label"] = (label > s.label.threshold if s.label.threshold is not None else label).astype(np.float32)
+        for column in s.extra_labels:
+            cols[column] = floats(table.column(column)).astype(np.float32)
+        return cols
+
+    def _domains(self, values: pa.ChunkedArray) -> np.ndarray:
+        """Domain id per row, -1 where unknown (null, unmapped, out of range)."""
+        d = self.schema.domain
+        if d.mapping:
+            index = pc.index_in(pc.cast(values, self.domain_keys.type), value_set=self.domain_keys)
+            index = pc.fill_null(index, -1).to_numpy()
+            return np.where(index >= 0, self.domain_ids[np.maximum(index, 0)], -1)
+        v = floats(values)
+        if d.bins:
+            return np.where(np.isnan(v), -1, np.searchsorted(np.asarray(d.bins), v, side="right"))
+        ok = (v >= 0) & (v < d.num_domains) & (v == np.floor(v))
+        return np.where(ok, np.nan_to_num(v), -1).astype(np.int64)
+
+
+def _encoder(f):
+    if f.encoding == "hash":
+        return HashEncoder(f.buckets)
+    if f.encoding == "identity":
+        return IdentityEncoder(f.vocab_size)
+    return VocabularyEncoder(f.min_count)
+
+
+def _nulls(values) -> np.ndarray:
+    return pc.is_null(values).to_numpy(zero_copy_only=False) if values.null_count else np.zeros(len(values), bool)
+
+
+def floats(values) -> np.ndarray:
+    """float64 numpy view of a numeric column, NaN where null."""
+    return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _show(value: pa.Scalar) -> str:
+    return "null" if not value.is_valid else repr(value.as_py())
