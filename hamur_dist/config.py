@@ -80,6 +80,9 @@ class TrainConfig:
             raise ConfigError("train.lr must be > 0")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.precision == "bf16" and not self.use_gpu:
+            raise ConfigError("train.precision: bf16 autocast runs on GPUs only; set train.use_gpu=true "
+                              "or train.precision=fp32")
         if not 0 <= self.min_workers <= self.num_workers:
             raise ConfigError(f"train.min_workers must be in [0, train.num_workers={self.num_workers}], "
                               f"got {self.min_workers}")
@@ -87,8 +90,14 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    every_epochs: int = 1
+    every_epochs: int = 1               # besides every improved epoch and the last one
     num_to_keep: int = 2
+
+    def validate(self) -> None:
+        if self.every_epochs < 1:
+            raise ConfigError(f"checkpoint.every_epochs must be >= 1, got {self.every_epochs}")
+        if self.num_to_keep < 1:
+            raise ConfigError(f"checkpoint.num_to_keep must be >= 1, got {self.num_to_keep}")
 
 
 @dataclass

@@ -32,3 +32,24 @@ def test_extends_and_overrides_win_in_order(tmp_path):
     (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain:\n  epochs: 6\n")
     cfg = load_experiment(tmp_path / "child.yaml", ["train.lr=2e-3"])
     assert (cfg.train.epochs, cfg.train.lr) == (6, pytest.approx(2e-3))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["checkpoint.every_epochs=0"], "checkpoint.every_epochs must be >= 1"),
+    (["checkpoint.num_to_keep=0"], "checkpoint.num_to_keep must be >= 1"),
+    (["train.precision=bf16"], "train.precision: bf16 autocast runs on GPUs only"),
+    (["model.hamur.enabled=true", "model.hidden_dims=[32,16]", "model.hamur.insert_after=[2]"],
+     "model.hamur.insert_after: hidden layer 2 does not exist (model 'mlp' has 2 hidden layers"),
+    (["model.hamur.enabled=true", "model.hidden_dims=[32]", "model.hamur.insert_after=[-2]"],
+     "hidden layer -2 does not exist"),
+])
+def test_values_that_could_only_fail_in_a_worker_are_refused_at_load(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_experiment(None, overrides)
+
+
+def test_adapter_slots_count_the_bottom_and_the_towers_of_shared_bottom():
+    cfg = load_experiment(None, ["model.name=shared_bottom", "model.hidden_dims=[32]", "model.tower_dims=[16]",
+                                 "model.hamur.enabled=true", "model.hamur.insert_after=[1]"])
+    assert cfg.model.hidden_layer_count() == 2
+    assert load_experiment(None, ["train.precision=bf16", "train.use_gpu=true"]).train.precision == "bf16"

@@ -77,3 +77,13 @@ class ModelConfig:
         if self.hamur.enabled and self.name in BASELINES:
             raise ConfigError(f"model.hamur.enabled: adapters plug into the backbones {list(BACKBONES)}, "
                               f"not into the baseline '{self.name}'")
+        if self.hamur.enabled:
+            n = self.hidden_layer_count()
+            missing = [i for i in self.hamur.insert_after if not -n <= i < n]
+            if missing:
+                raise ConfigError(f"model.hamur.insert_after: hidden layer {missing[0]} does not exist (model "
+                                  f"'{self.name}' has {n} hidden layers: 0..{n - 1}, or -1..-{n})")
+
+    def hidden_layer_count(self) -> int:
+        """Hidden layers an adapter can follow: the towers' (or deep part's); shared-bottom's bottom and towers."""
+        return len(self.hidden_dims) + (len(self.tower_dims) if self.name == "shared_bottom" else 0)
