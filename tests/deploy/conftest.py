@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from deploy_paths import CRDS, kustomization_dirs
-from k8s_schemas import ManifestValidator
-from kustomize_lite import render
+from tests.deploy.deploy_paths import CRDS, kustomization_dirs
+from tests.deploy.k8s_schemas import ManifestValidator
+from tests.deploy.kustomize_render import render
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +27,6 @@ def manifest_validator() -> ManifestValidator:
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict]]:
-    """Kustomization name ('base', 'cpu-small', 'gpu', ...) -> its rendered objects."""
+    """Kustomization name ('base', 'cpu-small', 'gpu', ...) -> its rendered objects, by the real
+    kustomize (kubectl's or a kustomize binary) where the machine has one, else by the fallback."""
     return {name: render(path) for name, path in kustomization_dirs().items()}

@@ -8,7 +8,7 @@ import shlex
 import pytest
 import yaml
 
-from deploy_paths import REPO, kustomization_dirs, pinned_version
+from tests.deploy.deploy_paths import REPO, kustomization_dirs, pinned_version
 
 RAY = pinned_version("ray")
 TORCH = pinned_version("torch")
@@ -255,28 +255,23 @@ def test_entrypoint_arguments_parse_with_the_hamur_cli(rendered_jobs):
     from hamur_dist import cli
     parser = cli.build_parser()
     built = set(parser._subparsers._group_actions[0].choices)   # argparse keeps subparsers here
-    checked = 0
+    assert rendered_jobs, "no RayJob rendered"
     for name, job in rendered_jobs:
         script, _, _ = entrypoint(job)
         sub = script[len("jobs/"):-len(".py")]
-        if sub not in built:
-            continue
+        assert sub in built, f"{name}/{job['metadata']['name']}: `hamur {sub}` is not a subcommand of the CLI"
         try:
             parser.parse_args([sub, *shlex.split(job["spec"]["entrypoint"])[2:]])
         except SystemExit:
             pytest.fail(f"{name}/{job['metadata']['name']}: `hamur {sub}` rejects the entrypoint's arguments")
-        checked += 1
-    if not checked:
-        pytest.skip("none of the subcommands the RayJobs call is built yet")
 
 
 def test_entrypoint_overrides_are_experiment_config_keys(rendered_jobs):
     """Experiment configs (not configs/tune/) with the overrides load: every key exists and types fit."""
     to_check = [entrypoint(job)[1:] for _, job in rendered_jobs]
-    # missing configs fail test_every_config_named_in_a_manifest_or_the_docs_exists
-    to_check = [(c, o) for c, o in to_check if c and not c.startswith("configs/tune/") and (REPO / c).is_file()]
-    if not to_check:
-        pytest.skip("no experiment config named by a RayJob exists yet")
+    to_check = [(c, o) for c, o in to_check if c and not c.startswith("configs/tune/")]
+    assert to_check, "no RayJob runs an experiment config"
     from hamur_dist.config import load_experiment
     for config, overrides in to_check:
+        assert (REPO / config).is_file(), f"{config} (named by a RayJob) does not exist"
         load_experiment(REPO / config, overrides)

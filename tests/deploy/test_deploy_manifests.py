@@ -1,14 +1,13 @@
-"""Every file under k8s/ and every rendered overlay passes strict schema validation."""
+"""Every file under k8s/ and every rendered overlay passes strict schema validation, and the
+fallback renderer agrees with the real kustomize."""
 from __future__ import annotations
-
-import shutil
-import subprocess
 
 import pytest
 import yaml
 
-from deploy_paths import K8S, kustomization_dirs
-from kustomize_lite import load_yaml_docs, read_kustomization, render, resource_key
+from tests.deploy.deploy_paths import K8S, kustomization_dirs
+from tests.deploy.kustomize_render import (KustomizeError, kustomize_command, load_yaml_docs, read_kustomization,
+                              render_fallback, render_with, resource_key)
 
 KUSTOMIZATIONS = kustomization_dirs()
 
@@ -50,19 +49,61 @@ def test_manifest_file_is_valid(path, manifest_validator):
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
 def test_rendered_kustomization_is_valid(name, rendered, manifest_validator):
     kinds = sorted(doc["kind"] for doc in rendered[name])
-    assert kinds == ["PersistentVolumeClaim", "RayCluster", "RayJob", "RayJob", "RayJob"]
+    assert kinds == ["NetworkPolicy"] * 8 + ["PersistentVolumeClaim", "RayCluster", "RayJob", "RayJob", "RayJob"]
     for doc in rendered[name]:
         assert manifest_validator.errors(doc) == [], f"{name}: {resource_key(doc)}"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: renderer not cross-checked")
+def same_objects(name: str, ours: list[dict], theirs: list[dict]) -> None:
+    by_key = {resource_key(d): d for d in theirs}
+    assert sorted(resource_key(d) for d in ours) == sorted(by_key), name
+    for doc in ours:
+        assert doc == by_key[resource_key(doc)], f"{name}: {resource_key(doc)} renders differently"
+
+
+@pytest.mark.skipif(kustomize_command() is None, reason="neither kubectl nor kustomize: fallback not cross-checked")
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_renderer_matches_kubectl_kustomize(name):
-    out = subprocess.run(["kubectl", "kustomize", str(KUSTOMIZATIONS[name])],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    by_kubectl = {resource_key(d): d for d in yaml.safe_load_all(out.stdout) if d}
-    ours = {resource_key(d): d for d in render(KUSTOMIZATIONS[name])}
-    assert sorted(ours) == sorted(by_kubectl)
-    for key, doc in ours.items():
-        assert doc == by_kubectl[key], f"{name}: {key} renders differently from kubectl kustomize"
+def test_fallback_renders_what_kustomize_renders(name):
+    """The fallback (no kubectl) must produce exactly the objects `kubectl apply -k` would apply."""
+    same_objects(name, render_fallback(KUSTOMIZATIONS[name]), render_with(kustomize_command(), KUSTOMIZATIONS[name]))
+
+
+@pytest.mark.skipif(kustomize_command() is None, reason="neither kubectl nor kustomize: fallback not cross-checked")
+def test_fallback_matches_kustomize_beyond_what_k8s_uses(tmp_path):
+    """Patch operations and image fields k8s/ does not use today (move, copy, test, digest) agree too."""
+    base, overlay = tmp_path / "base", tmp_path / "overlay"
+    base.mkdir()
+    overlay.mkdir()
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "1"}},
+           "spec": {"containers": [{"name": "c", "image": "reg.io:5000/team/app:1.0"},
+                                   {"name": "d", "image": "other:2"}],
+                    "initContainers": [{"name": "i", "image": "reg.io:5000/team/app"}]}}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v", "x": "y"}}
+    (base / "objects.yaml").write_text(yaml.safe_dump_all([pod, cm]))
+    (base / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["objects.yaml"]}))
+    (overlay / "pod.yaml").write_text(yaml.safe_dump([
+        {"op": "test", "path": "/metadata/labels/a", "value": "1"},
+        {"op": "copy", "from": "/metadata/labels/a", "path": "/metadata/labels/b"},
+        {"op": "move", "from": "/spec/containers/1", "path": "/spec/containers/0"},
+        {"op": "add", "path": "/spec/containers/-", "value": {"name": "e", "image": "reg.io:5000/team/app:0"}},
+    ]))
+    (overlay / "cm.yaml").write_text(yaml.safe_dump([{"op": "remove", "path": "/data/x"}]))
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["../base"],
+        "patches": [{"path": "pod.yaml", "target": {"kind": "Pod", "name": "p"}},
+                    {"path": "cm.yaml", "target": {"kind": "ConfigMap"}}],
+        "images": [{"name": "reg.io:5000/team/app", "newName": "mirror.io/app", "digest": "sha256:" + "ab" * 32},
+                   {"name": "other", "newTag": "3"}],
+    }))
+    ours = render_fallback(overlay)
+    same_objects("tmp overlay", ours, render_with(kustomize_command(), overlay))
+    images = [c["image"] for c in ours[0]["spec"]["containers"] + ours[0]["spec"]["initContainers"]]
+    assert images == ["other:3"] + [f"mirror.io/app@sha256:{'ab' * 32}"] * 3
+
+
+@pytest.mark.skipif(kustomize_command() is None, reason="neither kubectl nor kustomize installed")
+def test_kustomize_failures_are_reported(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    with pytest.raises(KustomizeError, match="missing.yaml"):
+        render_with(kustomize_command(), tmp_path)

@@ -1,4 +1,5 @@
-"""The checkers themselves must fail on broken input: strict schemas, core-kind validation, renderer."""
+"""The checkers themselves must fail on broken input: strict schemas, core-kind validation, the
+fallback renderer."""
 from __future__ import annotations
 
 import copy
@@ -6,9 +7,9 @@ import copy
 import pytest
 import yaml
 
-from deploy_paths import K8S
-from k8s_schemas import strict_schema
-from kustomize_lite import KustomizeError, apply_json_patch, render, retag_images, split_image
+from tests.deploy.deploy_paths import K8S
+from tests.deploy.k8s_schemas import strict_schema
+from tests.deploy.kustomize_render import KustomizeError, apply_json_patch, render_fallback, retag_images, split_image
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,10 @@ def test_core_kinds_are_validated_strictly(manifest_validator):
     assert manifest_validator.errors(pvc) == []
     pvc["spec"]["storageClasName"] = "nfs"
     assert any("'storageClasName' was unexpected" in e for e in manifest_validator.errors(pvc))
+    policy = next(yaml.safe_load_all((K8S / "base" / "networkpolicy.yaml").read_text()))
+    assert policy["kind"] == "NetworkPolicy" and manifest_validator.errors(policy) == []
+    policy["spec"]["ingress"][0]["form"] = policy["spec"]["ingress"][0].pop("from")
+    assert any("'form' was unexpected" in e for e in manifest_validator.errors(policy))
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     assert manifest_validator.errors(unknown)[0].startswith("no Kubernetes")
 
@@ -94,18 +99,24 @@ def test_strict_schema_closes_objects_but_keeps_open_ones_open():
 
 def test_json_patch_operations():
     doc = {"a": {"b": [1, 2], "c": "x"}, "k/s": 1}
-    apply_json_patch(doc, [
+    original = copy.deepcopy(doc)
+    patched = apply_json_patch(doc, [
         {"op": "add", "path": "/a/b/-", "value": 3},
         {"op": "add", "path": "/a/b/0", "value": 0},
         {"op": "replace", "path": "/a/c", "value": {"d": 1}},
         {"op": "remove", "path": "/k~1s"},
         {"op": "add", "path": "/a/new", "value": [True]},
+        {"op": "test", "path": "/a/new/0", "value": True},
     ])
-    assert doc == {"a": {"b": [0, 1, 2, 3], "c": {"d": 1}, "new": [True]}}
+    assert patched == {"a": {"b": [0, 1, 2, 3], "c": {"d": 1}, "new": [True]}}
+    assert doc == original, "the input must not be changed"
     for bad in ({"op": "replace", "path": "/a/missing", "value": 1},
                 {"op": "remove", "path": "/a/b/9"},
                 {"op": "add", "path": "/nope/x", "value": 1},
-                {"op": "move", "from": "/a", "path": "/z"},
+                {"op": "add", "path": "/a/b/7", "value": 1},
+                {"op": "test", "path": "/a/c", "value": "y"},
+                {"op": "frob", "path": "/a"},
+                {"op": "add", "path": "a/q", "value": 1},
                 {"op": "add", "path": "/a/q"}):
         with pytest.raises(KustomizeError):
             apply_json_patch(copy.deepcopy(doc), [bad])
@@ -119,6 +130,9 @@ def test_image_retag():
     retag_images(pod, {"name": "hamur-dist", "newName": "reg.io/x/hamur-dist", "newTag": "v2"})
     assert [c["image"] for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]] == \
         ["reg.io/x/hamur-dist:v2", "busybox:1", "reg.io/x/hamur-dist:v2"]
+    digest = "sha256:" + "0f" * 32          # a digest replaces the tag
+    retag_images(pod, {"name": "reg.io/x/hamur-dist", "newTag": "v3", "digest": digest})
+    assert pod["spec"]["containers"][0]["image"] == f"reg.io/x/hamur-dist@{digest}"
 
 
 def write(path, data):
@@ -131,15 +145,21 @@ def test_renderer_rejects_what_it_does_not_support(tmp_path):
     write(tmp_path / "p.yaml", [{"op": "replace", "path": "/data/k", "value": "w"}])
     base = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["cm.yaml"]}
     write(tmp_path / "kustomization.yaml", {**base, "patches": [{"path": "p.yaml", "target": {"kind": "ConfigMap"}}]})
-    assert render(tmp_path)[0]["data"] == {"k": "w"}
+    assert render_fallback(tmp_path)[0]["data"] == {"k": "w"}
     bad_cases = [
         {**base, "namePrefix": "dev-"},                                             # unsupported key
         {**base, "patches": [{"path": "p.yaml", "target": {"kind": "Secret"}}]},     # matches nothing
         {**base, "patches": [{"path": "p.yaml", "target": {"labelSelector": "a=b"}}]},
         {**base, "resources": ["cm.yaml", "cm.yaml"]},                             # defined twice
         {**base, "resources": ["missing.yaml"]},
+        {**base, "images": [{"name": "x", "newDigest": "sha256:0"}]},               # unknown image field
+        {**base, "patches": [{"path": "p.yaml", "target": {"kind": "ConfigMap"}, "options": {}}]},
     ]
     for bad in bad_cases:
         write(tmp_path / "kustomization.yaml", bad)
         with pytest.raises(KustomizeError):
-            render(tmp_path)
+            render_fallback(tmp_path)
+    write(tmp_path / "p.yaml", [{"op": "replace", "path": "/data/missing", "value": "w"}])   # patch fails
+    write(tmp_path / "kustomization.yaml", {**base, "patches": [{"path": "p.yaml", "target": {"kind": "ConfigMap"}}]})
+    with pytest.raises(KustomizeError, match="p.yaml"):
+        render_fallback(tmp_path)
