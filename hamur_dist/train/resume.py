@@ -8,6 +8,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
 from hamur_dist.train import checkpoint as ckpt
 from hamur_dist.train.loop_state import LoopState
 from hamur_dist.train.outputs import append_event
@@ -31,21 +34,64 @@ def load_verified(wm: WorkerModel, checkpoint, fingerprint: dict, with_optimizer
 
 def restore_latest(train_api, wm: WorkerModel, fingerprint: dict, run_dir: Path) -> tuple[LoopState, int] | None:
     """Load the newest checkpoint that verifies (falling back past corrupt ones, noted in events.log):
-    its loop state and the number of workers that saved it; None when the run has no checkpoint yet."""
+    its loop state and the number of workers that saved it; None when the run has no checkpoint yet.
+
+    Rank 0 chooses the checkpoint and every other rank loads that one: storage that looks different
+    from two nodes must not make them resume from different epochs. A rank that cannot verify the
+    chosen checkpoint fails every rank."""
+    chosen, state = None, None
+    if wm.rank == 0:
+        for checkpoint in _candidates(train_api):
+            state, problem = load_verified(wm, checkpoint, fingerprint)
+            if state is not None:
+                chosen = checkpoint
+                break
+            say(f"[hamur] skipping checkpoint {checkpoint.path}: {problem}")
+            append_event(run_dir, f"skipping checkpoint {checkpoint.path}: {problem}")
+    decision = _from_rank0({"path": chosen.path if chosen else None, "any": chosen is not None or
+                            (wm.rank == 0 and train_api.get_checkpoint() is not None)}, wm.world)
+    if decision["path"] is None:
+        if decision["any"]:
+            raise ckpt.CheckpointError("no checkpoint of this run verifies; remove the run directory to start over")
+        return None
+    problem = None
+    if wm.rank != 0:
+        checkpoint = next((c for c in _candidates(train_api) if c.path == decision["path"]), None)
+        checkpoint = checkpoint or train_api.Checkpoint(decision["path"])
+        state, problem = load_verified(wm, checkpoint, fingerprint)
+    failed = _ranks_failing(problem is not None, wm.world)
+    if failed:
+        raise ckpt.CheckpointError(f"rank(s) {failed} could not verify checkpoint {decision['path']} that rank 0 "
+                                   f"resumes from{': ' + str(problem) if problem else ''}")
+    return LoopState.from_checkpoint(state), state.get("world_size", 0)
+
+
+def _candidates(train_api) -> list:
+    """The run's reported checkpoints, newest first (the latest one included even if not listed)."""
     latest = train_api.get_checkpoint()
     if latest is None:
-        return None
+        return []
     candidates = [c.checkpoint for c in train_api.get_all_reported_checkpoints()]
     if not candidates or candidates[-1].path != latest.path:
         candidates.append(latest)
-    for checkpoint in reversed(candidates):
-        state, problem = load_verified(wm, checkpoint, fingerprint)
-        if state is not None:
-            return LoopState.from_checkpoint(state), state.get("world_size", 0)
-        say(f"[hamur] rank {wm.rank}: skipping checkpoint {checkpoint.path}: {problem}")
-        if wm.rank == 0:
-            append_event(run_dir, f"skipping checkpoint {checkpoint.path}: {problem}")
-    raise ckpt.CheckpointError("no checkpoint of this run verifies; remove the run directory to start over")
+    return list(reversed(candidates))
+
+
+def _from_rank0(obj, world: int):
+    if world == 1 or not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _ranks_failing(failed: bool, world: int) -> list[int]:
+    if world == 1 or not dist.is_initialized():
+        return [0] if failed else []
+    flags = torch.zeros(world)
+    flags[dist.get_rank()] = float(failed)
+    dist.all_reduce(flags)
+    return [r for r in range(world) if flags[r] > 0]
 
 
 def load_best(train_api, wm: WorkerModel, best_epoch: int, fingerprint: dict):

@@ -24,6 +24,7 @@ class FakeTrain:
 
     def __init__(self, storage: Path):
         self.storage, self.results = storage, []
+        self.view: dict[str, str] = {}          # path -> where this worker finds it (storage seen differently)
         fake = self
 
         class Checkpoint:
@@ -38,7 +39,7 @@ class FakeTrain:
 
             @contextlib.contextmanager
             def as_directory(self):
-                yield self.path
+                yield fake.view.get(self.path, self.path)
 
         self.Checkpoint = Checkpoint
 
@@ -124,3 +125,43 @@ def test_the_test_split_uses_the_best_epochs_newest_checkpoint_that_verifies(tin
     (Path(best.path) / ckpt.STATE).write_bytes(b"\0")
     assert resume.load_best(api, wm, 1, wm.fingerprint()) is None
     assert resume.load_best(api, wm, -1, wm.fingerprint()) is None
+
+
+def resume_on_two_ranks(rank: int, world: int, dataset: str, storage: str, listed: list, rank1_sees: dict,
+                        out: str) -> None:
+    """One rank of a 2-worker resume. Rank 1's view of storage differs: ``rank1_sees`` maps a
+    checkpoint path to what rank 1 finds there (None: not listed at all)."""
+    api = FakeTrain(Path(storage))
+    entries = [(rank1_sees.get(path, path) if rank == 1 else path, metrics) for path, metrics in listed]
+    api.results = [SimpleNamespace(checkpoint=api.Checkpoint(path), metrics=metrics)
+                   for path, metrics in entries if path is not None]
+    if rank == 1:
+        api.view = {path: seen for path, seen in rank1_sees.items() if seen is not None}
+    cfg = load_experiment(None, ["model.hidden_dims=[16]"])
+    wm = WorkerModel(cfg, load_manifest(dataset), rank, world)
+    try:
+        restored = resume.restore_latest(api, wm, wm.fingerprint(), Path(storage))
+        Path(out, f"rank{rank}").write_text(f"{restored[0].last_epoch} {first_weight(wm)}")
+    except ckpt.CheckpointError as exc:
+        Path(out, f"rank{rank}").write_text(f"error: {exc}")
+
+
+def test_every_rank_resumes_from_the_checkpoint_rank_0_chose(tiny_dataset, tmp_path):
+    from tests.embedding.sharded_helpers import run_ranks
+
+    api = FakeTrain(tmp_path)
+    save_epochs(api, worker(tiny_dataset), 3)
+    listed = [(r.checkpoint.path, r.metrics) for r in api.results]
+    newest = listed[-1][0]
+    out = tmp_path / "out"
+    out.mkdir()
+    # rank 1 does not see the newest checkpoint in its listing: it still loads rank 0's choice
+    run_ranks(resume_on_two_ranks, 2, str(tiny_dataset), str(tmp_path), listed, {newest: None}, str(out))
+    assert (out / "rank0").read_text() == (out / "rank1").read_text() == "2 3.0"
+    # what rank 1 finds at that path does not verify: every rank stops, naming rank 1
+    damaged = tmp_path / "rank1-view"
+    shutil.copytree(newest, damaged)
+    (damaged / ckpt.STATE).write_bytes(b"\0")
+    run_ranks(resume_on_two_ranks, 2, str(tiny_dataset), str(tmp_path), listed, {newest: str(damaged)}, str(out))
+    for rank in (0, 1):
+        assert (out / f"rank{rank}").read_text().startswith(f"error: rank(s) [1] could not verify checkpoint {newest}")
