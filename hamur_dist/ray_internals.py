@@ -8,7 +8,8 @@ Checked against ray 2.60.0 (the version pyproject.toml pins). What each item is 
   a trial that Tune stopped.
 * ``DataConfig._enable_shard_locality`` / ``_resolve_execution_options``: ``exact_split_data_config``
   splits every dataset with ``equal=False`` (Ray's default drops rows).
-* the attributes Ray's errors carry their causes in (``error_causes``).
+* the attributes Ray's errors carry their causes in (``error_causes``), ``_base_exc`` of Ray Train's
+  ``UserExceptionWithTraceback`` among them.
 * the logger name of Ray Train's placement-group cleaner (``PLACEMENT_GROUP_CLEANER_LOGGER``).
 
 Import this module only where Ray is already in use (it imports Ray).
@@ -41,7 +42,8 @@ def error_causes(error: BaseException) -> list:
         if isinstance(failures, dict):
             causes.extend(failures.values())
     causes += [getattr(error, "cause", None), getattr(error, "controller_failure", None),
-               getattr(error, "health_check_failure", None)]
+               getattr(error, "health_check_failure", None),
+               getattr(error, "_base_exc", None)]   # UserExceptionWithTraceback: a worker's own exception
     return [c for c in causes if c is not None]
 
 

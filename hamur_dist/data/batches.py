@@ -1,13 +1,14 @@
 """Manifest rows -> the model's tensors, checked on the way; and finding the bad row when one breaks.
 
 ``BatchCollator`` runs in Ray Data's prefetch thread (training) or in a plain loop (evaluation,
-scoring). It applies ``validation.value_checks``, the same checks ``validate_batch`` runs, and a
-broken value raises ``InputDataError`` naming the column; ``locate_bad_row`` then rescans the
-shards to name file and row.
+scoring). It refuses nulls and applies ``validation.value_checks``, the same checks ``validate_batch``
+runs; a broken value raises ``InputDataError`` naming the column. ``bad_row_error`` (the batch is at
+hand) or ``find_bad_row`` / ``locate_bad_row`` (rescanning the shards) then name file and row.
 """
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from hamur_dist.data.manifest import Manifest
@@ -15,7 +16,15 @@ from hamur_dist.data.validation import DataError, validate_batch, value_checks
 
 
 class InputDataError(ValueError):
-    """A batch read at training or scoring time breaks the manifest's contract."""
+    """A batch read at training or scoring time breaks the manifest's contract. ``split``: where it was
+    read, when known (the driver then rescans that split's shards to name file and row)."""
+
+    def __init__(self, message: str, split: str | None = None):
+        super().__init__(message, split)     # both in args: the error survives pickling between processes
+        self.message, self.split = message, split
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class BatchCollator:
@@ -27,6 +36,7 @@ class BatchCollator:
         self.domain = manifest.domain.column
         self.label = manifest.label
         self.user = manifest.user_column if with_user else None
+        self.id_columns = {*self.sparse, self.domain, *([self.user] if self.user else [])}
         self.checks = {c.column: c for c in value_checks(manifest, with_user=with_user)} if validate else {}
 
     def _column(self, batch, name: str) -> np.ndarray:
@@ -34,11 +44,25 @@ class BatchCollator:
             col = batch[name] if isinstance(batch, dict) else batch.column(name)
         except KeyError:
             raise InputDataError(f"column '{name}' is missing from the input shards") from None
-        col = col if isinstance(col, np.ndarray) else col.to_numpy()
+        col = self._without_nulls(col, name)
         check = self.checks.get(name)
         bad = check.first_bad(col) if check is not None else None
         if bad is not None:
             raise InputDataError(f"column '{name}': {check.message(col[bad])}")
+        return col
+
+    def _without_nulls(self, col, name: str) -> np.ndarray:
+        """The column as numpy; a null is refused here, before a cast turns it into a huge negative id."""
+        if isinstance(col, (pa.Array, pa.ChunkedArray)):
+            if col.null_count:
+                raise InputDataError(f"column '{name}': null value")
+            return col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(zero_copy_only=False)
+        col = np.asarray(col)
+        # Ray Data hands numpy: a null arrives as None (object column) or NaN (an int column made float)
+        if col.dtype == object and any(value is None for value in col):
+            raise InputDataError(f"column '{name}': null value")
+        if name in self.id_columns and np.issubdtype(col.dtype, np.floating) and np.isnan(col).any():
+            raise InputDataError(f"column '{name}': null value (NaN in an id column)")
         return col
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
@@ -61,8 +85,18 @@ class BatchCollator:
         return out
 
 
-def locate_bad_row(files: list[str], manifest: Manifest) -> str:
-    """Slow path after an ``InputDataError``: scan the shards and name file, row and column."""
+def bad_row_error(batch, manifest: Manifest, file: str, row_offset: int, error: InputDataError) -> DataError:
+    """The ``DataError`` naming file, row and column of what ``error`` found in ``batch`` (rows from
+    ``row_offset`` of ``file``)."""
+    try:
+        validate_batch(batch, manifest, file=file, row_offset=row_offset)
+    except DataError as exc:
+        return exc
+    return DataError(f"{error} (somewhere in the {batch.num_rows} rows from row {row_offset})", file=file)
+
+
+def find_bad_row(files: list[str], manifest: Manifest) -> DataError | None:
+    """Slow path after an ``InputDataError``: scan the shards for the first bad value."""
     import pyarrow.parquet as pq
 
     for path in files:
@@ -71,6 +105,14 @@ def locate_bad_row(files: list[str], manifest: Manifest) -> str:
             try:
                 validate_batch(batch, manifest, file=path, row_offset=offset)
             except DataError as exc:
-                return str(exc)
+                return exc
             offset += batch.num_rows
-    return "the bad row could not be located again (did the files change during the run?)"
+    return None
+
+
+def locate_bad_row(files: list[str], manifest: Manifest) -> str:
+    """``find_bad_row`` as text: file, row, column and what is wrong."""
+    found = find_bad_row(files, manifest)
+    if found is None:
+        return "the bad row could not be located again (did the files change during the run?)"
+    return str(found)

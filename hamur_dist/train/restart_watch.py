@@ -3,7 +3,9 @@
 ``RestartWatch`` runs in the controller (on the driver's node). It logs every worker-group failure
 and restart to stdout and ``events.log``, and stops the run with ``ClusterTooSmallError`` when a
 (re)start has not placed the workers for ``run.worker_wait_s``: Ray itself would wait forever
-(the elastic policy below ``min_workers``, the fixed one retrying its start-up timeout).
+(the elastic policy below ``min_workers``, the fixed one retrying its start-up timeout). A failure
+that a restart would repeat (bad input data, an incompatible checkpoint) stops the run at once
+instead of using up ``run.max_failures``.
 """
 from __future__ import annotations
 
@@ -16,6 +18,23 @@ from hamur_dist.train.outputs import RESTART_MARK, append_event
 
 class ClusterTooSmallError(RuntimeError):
     """The cluster could not place the workers for ``run.worker_wait_s``; the last checkpoint stays resumable."""
+
+
+def deterministic_cause(error) -> BaseException | None:
+    """The bad-input or incompatible-checkpoint error inside a worker-group failure, if that is what it is."""
+    from hamur_dist.data.batches import InputDataError
+    from hamur_dist.train.checkpoint import IncompatibleCheckpointError
+
+    seen, stack = set(), [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (InputDataError, IncompatibleCheckpointError)):
+            return e
+        stack.extend([e.__cause__, e.__context__, *ri.error_causes(e)])
+    return None
 
 
 def failure_summary(error) -> str:
@@ -44,6 +63,11 @@ class RestartWatch(ri.ControllerCallback):
 
     def after_controller_state_update(self, previous_state, current_state):
         if isinstance(current_state, ri.RestartingState) and not isinstance(previous_state, ri.RestartingState):
+            cause = deterministic_cause(current_state.training_failed_error)
+            if cause is not None:   # a restart would fail the same way: stop now, keep the retries
+                self.note(f"worker group failed ({type(cause).__name__}: {cause}); not restarted: "
+                          "a restart would fail the same way")
+                raise type(cause)(*cause.args)   # a copy: it travels to the driver with its arguments
             self.failures += 1
             self.note(f"worker group failed ({failure_summary(current_state.training_failed_error)}); "
                       f"restart {self.failures} of run.max_failures={self.max_failures}: {RESTART_MARK}")

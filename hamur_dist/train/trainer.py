@@ -13,7 +13,7 @@ from pathlib import Path
 from hamur_dist.config import ExperimentConfig, from_dict, to_dict
 from hamur_dist.config_loader import ConfigError, read_yaml
 from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest
-from hamur_dist.data.batches import InputDataError
+from hamur_dist.data.batches import InputDataError, locate_bad_row
 from hamur_dist.ray_connection import ray_cluster
 from hamur_dist.train.checkpoint import CheckpointError
 from hamur_dist.train.outputs import EVENTS_FILE, RESTART_MARK, RunOutputs
@@ -68,8 +68,9 @@ def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     return from_dict(read_yaml(path))
 
 
-def _unwrap(exc: BaseException) -> str:
-    """The first worker error's message, without Ray's wrapping."""
+def _unwrap(exc: BaseException, root: str | None = None, manifest: Manifest | None = None) -> str:
+    """The first worker error's message, without Ray's wrapping. Bad input found in a split is
+    located here, on the driver (file, row, column), so no worker rescans while its peers wait."""
     from hamur_dist.ray_internals import error_causes
 
     seen = set()
@@ -79,6 +80,8 @@ def _unwrap(exc: BaseException) -> str:
         if id(e) in seen or e is None:
             continue
         seen.add(id(e))
+        if isinstance(e, InputDataError) and e.split and manifest is not None:
+            return f"InputDataError: bad input row: {locate_bad_row(manifest.shard_paths(root, e.split), manifest)}"
         if isinstance(e, (InputDataError, CheckpointError, ManifestError, ConfigError, ClusterTooSmallError)):
             return f"{type(e).__name__}: {e}"
         stack.extend([e.__cause__, e.__context__, *error_causes(e)])
@@ -146,10 +149,10 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
         try:
             result = trainer.fit()
         except Exception as exc:  # noqa: BLE001 - re-raised with the worker's own message
-            raise TrainingError(f"training failed: {_unwrap(exc)} (run dir {run_dir}; "
+            raise TrainingError(f"training failed: {_unwrap(exc, root, manifest)} (run dir {run_dir}; "
                                 f"resume with `hamur train --resume {run_dir}`)") from exc
         if result.error is not None:
-            raise TrainingError(f"training failed: {_unwrap(result.error)} (run dir {run_dir})")
+            raise TrainingError(f"training failed: {_unwrap(result.error, root, manifest)} (run dir {run_dir})")
 
     restarts = _count_events(run_dir, RESTART_MARK) - restarts_before
     if restarts:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from hamur_dist.config import ExperimentConfig, from_dict
-from hamur_dist.data.batches import BatchCollator, InputDataError, locate_bad_row
+from hamur_dist.data.batches import BatchCollator, InputDataError
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.metrics import flat_metrics, fmt, markdown_table
 from hamur_dist.train import resume
@@ -39,8 +39,9 @@ def shard_batches(cfg: ExperimentConfig, split: str, collate: BatchCollator, dev
     return ray.train.get_dataset_shard(split).iter_torch_batches(**kwargs)
 
 
-def naming_bad_row(fn, shard_files, manifest):
-    """Run ``fn``; turn a bad value found in a batch into an error naming shard, row and column."""
+def naming_split(split: str, fn):
+    """Run ``fn``; a bad value found in a batch is raised at once as an ``InputDataError`` of ``split``
+    (the driver finds its shard and row: this rank's peers wait in a collective meanwhile)."""
     try:
         return fn()
     except Exception as exc:  # Ray wraps errors raised in its prefetch threads
@@ -48,7 +49,7 @@ def naming_bad_row(fn, shard_files, manifest):
         while cause is not None and not isinstance(cause, InputDataError):
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, InputDataError):
-            raise InputDataError(f"bad input row: {locate_bad_row(shard_files, manifest)}") from None
+            raise InputDataError(str(cause), split) from None
         raise
 
 
@@ -100,15 +101,14 @@ def train_loop_per_worker(config: dict) -> None:
     memory = MemoryMonitor()
     inject_failure = failure_injector(cfg, run_dir, rank)
 
-    def guarded(split: str, fn):
-        return naming_bad_row(fn, manifest.shard_paths(root, split), manifest)
+
 
     def one_epoch(epoch: int):
         lr = wm.set_epoch_lr(epoch)
-        train_metrics, state.global_step = guarded("train", lambda: train_epoch(
+        train_metrics, state.global_step = naming_split("train", lambda: train_epoch(
             wm, shard_batches(cfg, "train", collate_train, wm.device, epoch), epoch, manifest.splits["train"].rows,
             state.global_step, memory, cfg.train.log_every_steps, cfg.train.max_steps_per_epoch, inject_failure))
-        val = guarded("val", lambda: evaluate(wm, shard_batches(cfg, "val", collate_eval, wm.device), manifest, with_user))
+        val = naming_split("val", lambda: evaluate(wm, shard_batches(cfg, "val", collate_eval, wm.device), manifest, with_user))
         row = {"epoch": epoch, "global_step": state.global_step, "train/lr": lr, **train_metrics,
                **flat_metrics(val, "val")}
         return val["overall"]["auc"], val, row
@@ -129,7 +129,7 @@ def train_loop_per_worker(config: dict) -> None:
     memory.close()
 
     best_checkpoint = resume.load_best(ray.train, wm, state.best.epoch, fingerprint)
-    test = guarded("test", lambda: evaluate(wm, shard_batches(cfg, "test", collate_eval, wm.device), manifest, with_user))
+    test = naming_split("test", lambda: evaluate(wm, shard_batches(cfg, "test", collate_eval, wm.device), manifest, with_user))
     if rank == 0:
         hamur = "+hamur-" + cfg.model.hamur.mode if cfg.model.hamur.enabled else ""
         outputs.write_report({"run_name": run_dir.name, "model": cfg.model.name + hamur, "dataset": str(root),

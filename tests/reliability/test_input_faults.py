@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import small_experiment
+from hamur_dist.train.outputs import RESTART_MARK
+from tests.helpers import events, small_experiment
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.train.trainer import TrainingError, train
 
@@ -29,11 +30,14 @@ def test_nan_dense_value_names_shard_row_and_column(ray_session, fault_dataset, 
     shutil.copytree(fault_dataset, root)
     shard = root / load_manifest(root).splits["train"].shards[2].path
     replace_value(shard, "x", 11, np.nan, pa.float32())
-    with pytest.raises(TrainingError) as err:
-        train(small_experiment(root, tmp_path / "runs", "train.epochs=1", "data.verify_hashes=false"), log=lambda *_: None)
+    with pytest.raises(TrainingError) as err:   # restarts allowed, but bad data is not retried
+        train(small_experiment(root, tmp_path / "runs", "train.epochs=1", "data.verify_hashes=false",
+                               "run.max_failures=2", "run.name=nan"), log=lambda *_: None)
     msg = str(err.value)
     assert str(shard) in msg and "row 11" in msg and "'x'" in msg and "not finite" in msg, msg
     assert not list((tmp_path / "runs").glob("*/model/model.pt"))     # nothing was exported
+    log = events(tmp_path / "runs" / "nan")
+    assert len(log) == 1 and "not restarted" in log[0] and not any(RESTART_MARK in line for line in log), log
 
 
 def test_shard_changed_after_preparation_is_refused_before_training(fault_dataset, tmp_path, capsys):

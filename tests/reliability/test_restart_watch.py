@@ -8,6 +8,8 @@ import pytest
 
 from hamur_dist.config import load_experiment
 from hamur_dist.config_loader import ConfigError
+from hamur_dist.data.batches import InputDataError
+from hamur_dist.train.checkpoint import IncompatibleCheckpointError
 from hamur_dist.train.restart_watch import ClusterTooSmallError, RestartWatch
 from hamur_dist.train.trainer import _num_workers, _unwrap
 from tests.helpers import events
@@ -91,3 +93,45 @@ def test_a_killed_worker_is_reported_with_how_it_died(tmp_path):
     [line] = events(tmp_path)
     assert ("worker group failed (rank 1: WorkerHealthCheckFailedError: A worker health check failed. "
             "(ActorDiedError: The actor died unexpectedly before finishing this task.)); restart 1 of") in line
+
+
+@pytest.mark.parametrize("cause", [InputDataError("column 'x': dense value nan is not finite", "train"),
+                                   IncompatibleCheckpointError("checkpoint is incompatible with this config: model.x")])
+def test_a_failure_a_restart_would_repeat_stops_the_run_without_using_a_retry(tmp_path, cause):
+    watch = RestartWatch(tmp_path, 2, {"CPU": 0.5}, wait_s=60, max_failures=3)
+    failed = WorkerGroupError("rank 0 failed", {0: RuntimeError("wrapped"), 1: cause})
+    with pytest.raises(type(cause)) as err:
+        watch.after_controller_state_update(RunningState(), RestartingState(failed))
+    assert err.value.args == cause.args            # the copy carries the split to the driver
+    assert watch.failures == 0
+    [line] = events(tmp_path)
+    assert f"{type(cause).__name__}: {cause}" in line and "not restarted" in line
+
+
+def test_the_driver_names_file_row_and_column_of_bad_input(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hamur_dist.data.manifest import load_manifest
+    from tests.helpers import make_tiny_dataset
+
+    make_tiny_dataset(tmp_path / "ds")
+    manifest = load_manifest(tmp_path / "ds")
+    shard = tmp_path / "ds" / manifest.splits["val"].shards[1].path
+    table = pq.read_table(shard)
+    x = table.column("x").to_numpy().copy()
+    x[5] = np.inf
+    pq.write_table(table.set_column(table.schema.get_field_index("x"), "x", pa.array(x, pa.float32())), shard)
+    error = ControllerError(InputDataError("column 'x': dense value inf is not finite", "val"))
+    message = _unwrap(error, str(tmp_path / "ds"), manifest)
+    assert message.startswith("InputDataError: bad input row: ") and f"{shard}, row 5, column 'x'" in message
+
+
+def test_a_workers_own_exception_is_found_inside_rays_wrapper(tmp_path):
+    from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+
+    wrapped = UserExceptionWithTraceback(InputDataError("column 'x': bad", "train"), "Traceback ...")
+    watch = RestartWatch(tmp_path, 2, {"CPU": 0.5}, wait_s=60, max_failures=3)
+    with pytest.raises(InputDataError):
+        watch.after_controller_state_update(RunningState(), RestartingState(WorkerGroupError("x", {0: wrapped})))
