@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,23 @@ def resolve_run(cfg: ExperimentConfig, config_path: str | None) -> tuple[str, st
     return name, storage, Path(storage) / name
 
 
+def claim_run_dir(run_dir: Path, auto_named: bool) -> Path:
+    """Make ``run_dir`` this run's, atomically: its config.yaml is created exclusively, so two launches
+    cannot share a directory. A name taken by another run is an error, or for a generated
+    (time-stamped) name, the next free ``NAME-2``, ``NAME-3``, ..."""
+    for attempt in range(1, 100):
+        candidate = run_dir if attempt == 1 else run_dir.with_name(f"{run_dir.name}-{attempt}")
+        candidate.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(candidate / "config.yaml", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return candidate
+        except FileExistsError:
+            if not auto_named:
+                raise ConfigError(f"run directory {candidate} exists: pass --resume {candidate} to continue it, "
+                                  "or choose another run.name") from None
+    raise ConfigError(f"no free run directory next to {run_dir}")
+
+
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
@@ -110,11 +128,12 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
 
     root, manifest = ensure_dataset(cfg, log)
     name, storage, run_dir = resolve_run(cfg, config_path)
-    if run_dir.exists() and not cfg.run.resume and (run_dir / "config.yaml").exists():
-        raise ConfigError(f"run directory {run_dir} exists: pass --resume {run_dir} to continue it, "
-                          "or choose another run.name")
+    if not cfg.run.resume:   # a resumed run's config.yaml is rewritten once its checkpoint has loaded (worker.py)
+        run_dir = claim_run_dir(run_dir, auto_named=not cfg.run.name)
+        name = run_dir.name
+        cfg.run.name = name
+        RunOutputs(run_dir).write_config(to_dict(cfg))
     cfg.run.name = name
-    RunOutputs(run_dir).write_config(to_dict(cfg))
     log(f"[hamur] run {name}: {cfg.train.num_workers} workers x batch {cfg.data.batch_size} "
         f"= global batch {cfg.train.num_workers * cfg.data.batch_size}; run dir {run_dir}")
 

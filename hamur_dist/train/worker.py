@@ -96,6 +96,8 @@ def train_loop_per_worker(config: dict) -> None:
         append_event(run_dir, message)
 
     outputs = RunOutputs(run_dir) if rank == 0 else None
+    if rank == 0 and cfg.run.resume:   # only now is the resumed config known to fit the run's checkpoints
+        outputs.write_config(config["experiment"])
     with_user = manifest.user_column is not None
     collate_train, collate_eval = BatchCollator(manifest), BatchCollator(manifest, with_user=with_user)
     memory = MemoryMonitor()

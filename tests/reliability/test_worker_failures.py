@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hamur_dist.train.outputs import RESTART_MARK
 from tests.helpers import checkpoint_dirs, events, history, report_test_auc, small_experiment
 from tests.reliability.faults import AUC_NOISE, WorkerKiller
 from hamur_dist.data.manifest import load_manifest
@@ -93,6 +94,18 @@ def test_without_restarts_the_run_stops_with_a_clear_error_and_a_resumable_check
     assert [h["epoch"] for h in history(run_dir)] == [0, 1]
     good = [d for d in checkpoint_dirs(run_dir) if ckpt.verify(d) is not None]
     assert len(good) >= 2, "the checkpoints of epochs 0 and 1 did not survive the failure"
+
+
+def test_an_incompatible_resume_is_refused_and_leaves_the_runs_config_as_it_was(stopped_run, capsys):
+    from hamur_dist.cli import main
+
+    run_dir, _ = stopped_run
+    before = (run_dir / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run_dir), "model.hidden_dims=[8]", "run.max_failures=2"]) == 1
+    out = capsys.readouterr().out
+    assert "model.hidden_dims: checkpoint has [32, 16], this run has [8]" in out, out
+    assert (run_dir / "config.yaml").read_bytes() == before      # a plain --resume still works (next test)
+    assert not any(RESTART_MARK in line for line in events(run_dir)[-2:])   # not retried
 
 
 def test_corrupt_latest_checkpoint_is_skipped_and_the_previous_one_resumed(stopped_run, baseline, fault_dataset):
