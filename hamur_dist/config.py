@@ -68,6 +68,10 @@ class TrainConfig:
     log_every_steps: int = 50
     max_steps_per_epoch: int = 0        # 0 = whole epoch; >0 only for smoke tests
     fail_at_step: int = -1              # fault injection: rank 0 exits its process once at this global step
+    collective_timeout_s: int = 600     # every process group (DDP's, the sharded tables'): a collective
+                                        # waiting longer fails instead of hanging (torch's default: 30 min)
+    stall_timeout_s: float = 300        # no step completed on a worker for this long: stop, naming the
+                                        # stuck rank (below collective_timeout_s); 0 = off
     min_workers: int = 0                # > 0 and < num_workers: elastic; after losing nodes, restart on
                                         # as many workers as fit, but at least this many (0 = fixed size)
 
@@ -80,6 +84,12 @@ class TrainConfig:
             raise ConfigError("train.lr must be > 0")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.collective_timeout_s < 1:
+            raise ConfigError(f"train.collective_timeout_s must be >= 1, got {self.collective_timeout_s}")
+        if self.stall_timeout_s < 0 or (self.stall_timeout_s and self.stall_timeout_s >= self.collective_timeout_s):
+            raise ConfigError(f"train.stall_timeout_s must be 0 (off) or in (0, train.collective_timeout_s="
+                              f"{self.collective_timeout_s}), got {self.stall_timeout_s}: the watchdog must "
+                              "name the stuck rank before a collective times out")
         if self.precision == "bf16" and not self.use_gpu:
             raise ConfigError("train.precision: bf16 autocast runs on GPUs only; set train.use_gpu=true "
                               "or train.precision=fp32")

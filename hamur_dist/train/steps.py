@@ -7,6 +7,7 @@ are exact, not averages of per-worker figures.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Callable
@@ -17,7 +18,21 @@ import torch.nn.functional as F
 
 from hamur_dist.metrics import PredictionBuffer, domain_report, gather_predictions
 from hamur_dist.train.memory import MEMORY_KEYS, MemoryMonitor, release_freed_memory
+from hamur_dist.train.watchdog import WAITING, StallWatchdog
 from hamur_dist.train.worker_model import WorkerModel
+
+
+class _Unwatched:
+    """Stands in for a watchdog where none runs (tests, tools)."""
+
+    def doing(self, phase: str):
+        return contextlib.nullcontext()
+
+    def beat(self, phase: str | None = None) -> None:
+        pass
+
+
+_NO_WATCH = _Unwatched()
 
 
 def say(message: str) -> None:
@@ -32,31 +47,36 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def aligned_batches(batches, device, dummy):
+def aligned_batches(batches, device, dummy, watch: StallWatchdog | None = None):
     """Yield ``(batch, is_real)`` until *every* worker is out of data.
 
     Collectives (DDP's all-reduce, sharded-table all-to-all) need the same number of steps on
     every rank, and the workers' shares can differ by a block. A worker that runs out early repeats
     its last batch (or ``dummy``, when it got none) with ``is_real=False``: its loss is multiplied
-    by 0 and its predictions are dropped.
+    by 0 and its predictions are dropped. ``watch`` learns what this worker is doing and each step done.
     """
     rank, world = rank_and_world()
+    watch = watch or _NO_WATCH
     it = iter(batches)
     last = None
     while True:
-        batch = next(it, None)
+        with watch.doing("reading its input"):
+            batch = next(it, None)
         if world > 1:
             flag = torch.tensor([0 if batch is None else 1], device=device)
-            dist.all_reduce(flag)
+            with watch.doing(WAITING):
+                dist.all_reduce(flag)
             if flag.item() == 0:
                 return
         elif batch is None:
             return
-        if batch is None:
-            yield (last if last is not None else dummy), False
-        else:
-            last = batch
-            yield batch, True
+        with watch.doing("computing a step"):
+            if batch is None:
+                yield (last if last is not None else dummy), False
+            else:
+                last = batch
+                yield batch, True
+        watch.beat()
 
 
 class Progress:
@@ -85,7 +105,8 @@ def to_device(batch: dict, device) -> dict:
 
 def train_epoch(wm: WorkerModel, batches, epoch: int, expected_rows: int, global_step: int,
                 memory: MemoryMonitor, log_every_steps: int = 0, max_steps: int = 0,
-                after_step: Callable[[int], None] | None = None) -> tuple[dict, int]:
+                after_step: Callable[[int], None] | None = None,
+                watch: StallWatchdog | None = None) -> tuple[dict, int]:
     """Train on this worker's batches; returns (the epoch's metrics, every worker's, and the new global step).
 
     ``max_steps`` > 0 stops learning after that many steps (the workers keep stepping in lock-step);
@@ -98,7 +119,7 @@ def train_epoch(wm: WorkerModel, batches, epoch: int, expected_rows: int, global
     seen = 0
     step = 0
     start = time.perf_counter()
-    for batch, real in aligned_batches(batches, wm.device, wm.dummy_batch()):
+    for batch, real in aligned_batches(batches, wm.device, wm.dummy_batch(), watch):
         if max_steps and step >= max_steps:
             real = False
         batch = to_device(batch, wm.device)
@@ -137,11 +158,11 @@ def train_epoch(wm: WorkerModel, batches, epoch: int, expected_rows: int, global
 
 
 @torch.no_grad()
-def evaluate(wm: WorkerModel, batches, manifest, with_user: bool) -> dict:
+def evaluate(wm: WorkerModel, batches, manifest, with_user: bool, watch: StallWatchdog | None = None) -> dict:
     """The per-domain report of a split, computed on every worker's predictions together."""
     wm.eval()
     buf = PredictionBuffer(with_user=with_user)
-    for batch, real in aligned_batches(batches, wm.device, wm.dummy_batch()):
+    for batch, real in aligned_batches(batches, wm.device, wm.dummy_batch(), watch):
         batch = to_device(batch, wm.device)
         prob = torch.sigmoid(wm.forward(batch).float())
         if real:

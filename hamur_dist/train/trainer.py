@@ -19,6 +19,7 @@ from hamur_dist.ray_connection import ray_cluster
 from hamur_dist.train.checkpoint import CheckpointError
 from hamur_dist.train.outputs import EVENTS_FILE, RESTART_MARK, RunOutputs
 from hamur_dist.train.restart_watch import ClusterTooSmallError, RestartWatch
+from hamur_dist.train.watchdog import stall_note
 
 
 class TrainingError(RuntimeError):
@@ -120,7 +121,7 @@ def _count_events(run_dir: Path, text: str) -> int:
 def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, callbacks=()) -> TrainResult:
     """Run one training; ``callbacks``: extra Ray Train ``UserCallback``s (Tune passes its report forwarder)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from hamur_dist.data.ray_datasets import training_datasets
     from hamur_dist.ray_internals import exact_split_data_config
@@ -163,15 +164,19 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
                                      cfg.run.worker_wait_s, cfg.run.max_failures)]),
             datasets=datasets,
             dataset_config=exact_split_data_config(),
+            torch_config=TorchConfig(timeout_s=cfg.train.collective_timeout_s),
         )
         restarts_before = _count_events(run_dir, RESTART_MARK)
+        started = time.time()
         try:
             result = trainer.fit()
         except Exception as exc:  # noqa: BLE001 - re-raised with the worker's own message
-            raise TrainingError(f"training failed: {_unwrap(exc, root, manifest)} (run dir {run_dir}; "
+            why = stall_note(run_dir, started) or _unwrap(exc, root, manifest)
+            raise TrainingError(f"training failed: {why} (run dir {run_dir}; "
                                 f"resume with `hamur train --resume {run_dir}`)") from exc
         if result.error is not None:
-            raise TrainingError(f"training failed: {_unwrap(result.error, root, manifest)} (run dir {run_dir})")
+            why = stall_note(run_dir, started) or _unwrap(result.error, root, manifest)
+            raise TrainingError(f"training failed: {why} (run dir {run_dir})")
 
     restarts = _count_events(run_dir, RESTART_MARK) - restarts_before
     if restarts:

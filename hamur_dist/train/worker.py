@@ -23,6 +23,7 @@ from hamur_dist.train.loop_state import LoopState, run_epochs
 from hamur_dist.train.memory import MemoryMonitor
 from hamur_dist.train.outputs import RunOutputs, append_event
 from hamur_dist.train.steps import evaluate, rank_and_world, say, train_epoch
+from hamur_dist.train.watchdog import StallWatchdog
 from hamur_dist.train.worker_model import WorkerModel
 
 
@@ -102,6 +103,7 @@ def train_loop_per_worker(config: dict) -> None:
     collate_train, collate_eval = BatchCollator(manifest), BatchCollator(manifest, with_user=with_user)
     memory = MemoryMonitor()
     inject_failure = failure_injector(cfg, run_dir, rank)
+    watch = StallWatchdog(run_dir, rank, world, cfg.train.stall_timeout_s)
 
 
 
@@ -109,8 +111,10 @@ def train_loop_per_worker(config: dict) -> None:
         lr = wm.set_epoch_lr(epoch)
         train_metrics, state.global_step = naming_split("train", lambda: train_epoch(
             wm, shard_batches(cfg, "train", collate_train, wm.device, epoch), epoch, manifest.splits["train"].rows,
-            state.global_step, memory, cfg.train.log_every_steps, cfg.train.max_steps_per_epoch, inject_failure))
-        val = naming_split("val", lambda: evaluate(wm, shard_batches(cfg, "val", collate_eval, wm.device), manifest, with_user))
+            state.global_step, memory, cfg.train.log_every_steps, cfg.train.max_steps_per_epoch, inject_failure,
+            watch))
+        val = naming_split("val", lambda: evaluate(wm, shard_batches(cfg, "val", collate_eval, wm.device), manifest,
+                                                   with_user, watch))
         row = {"epoch": epoch, "global_step": state.global_step, "train/lr": lr, **train_metrics,
                **flat_metrics(val, "val")}
         return val["overall"]["auc"], val, row
@@ -123,7 +127,9 @@ def train_loop_per_worker(config: dict) -> None:
             say(memory_line(epoch, row, world))
         # An improved epoch is always saved: the test runs on the best epoch's checkpoint.
         save_now = improved or (epoch + 1) % cfg.checkpoint.every_epochs == 0 or stopping
-        resume.report(ray.train, wm, state, row, fingerprint, with_checkpoint=save_now)
+        with watch.doing("reporting the epoch (checkpoint)"):
+            resume.report(ray.train, wm, state, row, fingerprint, with_checkpoint=save_now)
+        watch.beat()
         if stopping and rank == 0 and epoch + 1 < cfg.train.epochs:
             say(f"[hamur] early stopping: no better val AUC for {cfg.train.patience} epochs")
 
@@ -131,7 +137,9 @@ def train_loop_per_worker(config: dict) -> None:
     memory.close()
 
     best_checkpoint = resume.load_best(ray.train, wm, state.best.epoch, fingerprint)
-    test = naming_split("test", lambda: evaluate(wm, shard_batches(cfg, "test", collate_eval, wm.device), manifest, with_user))
+    test = naming_split("test", lambda: evaluate(wm, shard_batches(cfg, "test", collate_eval, wm.device), manifest,
+                                                 with_user, watch))
+    watch.close()
     if rank == 0:
         hamur = "+hamur-" + cfg.model.hamur.mode if cfg.model.hamur.enabled else ""
         outputs.write_report({"run_name": run_dir.name, "model": cfg.model.name + hamur, "dataset": str(root),

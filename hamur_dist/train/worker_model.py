@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -66,7 +67,8 @@ class WorkerModel:
             print(f"[hamur] embedding sharding plan:\n{plan.describe()}", file=sys.__stdout__, flush=True)
         # A process group of its own: the lookups' blocking all-to-alls must not interleave with
         # DDP's asynchronous gradient all-reduces on the default group.
-        group = dist.new_group(list(range(self.world))) if self.world > 1 else None
+        timeout = timedelta(seconds=self.cfg.train.collective_timeout_s)
+        group = dist.new_group(list(range(self.world)), timeout=timeout) if self.world > 1 else None
         emb = ShardedEmbeddingCollection(specs, plan, self.rank, self.world, init_std=self.cfg.model.embed_init_std,
                                          process_group=group, device=self.device, init_seed=self.cfg.train.seed)
         return emb, SparseRowOptimizer.from_config(emb, self.cfg.embedding, self.cfg.train)
