@@ -7,12 +7,17 @@ old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 from pathlib import Path
 from typing import IO, Iterator
 
 CHUNK = 1 << 20
+
+
+class LockHeldError(RuntimeError):
+    """Another process holds the lock (``exclusive_lock(..., wait=False)``)."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -75,3 +80,33 @@ def atomic_rename(src: str | Path, dst: str | Path) -> None:
     fsync_dir(Path(dst).parent)
     if Path(src).parent != Path(dst).parent:
         fsync_dir(Path(src).parent)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file and folder under ``root`` (deepest first), so a rename of ``root`` publishes
+    data that is on disk, not only in the page cache."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing, never deleted: deleting a lock
+    file lets two processes lock two different files). Held by another process: wait, or with
+    ``wait=False`` raise ``LockHeldError`` at once. The kernel drops the lock when the holder dies,
+    so a killed run never leaves it stuck. (One host: NFS may not share flock between machines.)"""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockHeldError(str(path)) from None
+        yield
+    finally:
+        os.close(fd)

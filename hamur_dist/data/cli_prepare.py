@@ -28,11 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row-group-rows", type=int, help="rows per Parquet row group")
     parser.add_argument("--chunk-rows", type=int, help="rows read and processed at a time (memory bound)")
     parser.add_argument("--bad-rows", choices=["fail", "skip"], help="on a bad row: stop (default) or skip and count")
-    parser.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace an existing --out, if it is a dataset made by hamur prepare")
     parser.add_argument("--split", choices=["random", "time"], help="movielens: random 80/10/10 or time-ordered")
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
                         help="keep input order inside each split (default: shuffle rows)")
-    parser.add_argument("--sha256", help="expected sha256 of a downloaded archive")
+    parser.add_argument("--sha256", help="expected sha256 of a downloaded archive (the built-in ML-1M "
+                        "download has one pinned; the ML-100K download needs this)")
     parser.add_argument("--download-dir", help="where downloads are kept (default ~/.cache/hamur-dist)")
     parser.add_argument("--workers", type=int, help="synthetic: generator processes (default: all CPUs)")
     parser.add_argument("--num-domains", type=int, help="synthetic: number of domains")

@@ -25,9 +25,13 @@ from hamur_dist.data.validation import DataError
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-# sha256 of GroupLens' ml-1m.zip (5,917,549 bytes; the archive whose published MD5 is c4d9eecf...).
+# The downloads this tool offers, each verified against a pinned sha256 before it is unpacked.
+# ml-1m.zip: 5,917,549 bytes, the archive whose published MD5 is c4d9eecf... . ml-100k.zip: no
+# copy was at hand to hash, so none is pinned and that download is refused until one is (or
+# --sha256 names the hash of a copy the user trusts).
 KNOWN_SHA256 = {ML1M_URL: "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"}
 KNOWN_SHA256[ML1M_URL.replace("https://", "http://")] = KNOWN_SHA256[ML1M_URL]
+OFFERED_URLS = {url for base in (ML1M_URL, ML100K_URL) for url in (base, base.replace("https://", "http://"))}
 
 ML1M_AGE_DOMAINS = {1: 0, 18: 0, 25: 1, 35: 2, 45: 2, 50: 2, 56: 2}
 AGE_DOMAIN_NAMES = ["age under 25", "age 25-34", "age 35+"]
@@ -54,7 +58,12 @@ def resolve_source(source, marker_files: tuple[str, ...], sha256: str | None, do
     """The folder holding the data: ``source`` itself, an unpacked .zip, or a downloaded + unpacked URL."""
     cache = Path(download_dir) if download_dir else default_cache_dir()
     if is_url(str(source)):
-        archive = download(str(source), cache, sha256 or KNOWN_SHA256.get(str(source)), progress)
+        expected = sha256 or KNOWN_SHA256.get(str(source))
+        if expected is None and str(source) in OFFERED_URLS:
+            raise DataError("no verified sha256 is pinned for this download, so it is not fetched: pass "
+                            "--sha256 with the hash of a copy you trust, or --source a local folder or .zip",
+                            file=source)
+        archive = download(str(source), cache, expected, progress)
         folder = extract_zip(archive, cache)
     elif str(source).endswith(".zip"):
         if not Path(source).is_file():

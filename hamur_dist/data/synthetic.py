@@ -33,7 +33,8 @@ from hamur_dist.data.encoders import splitmix64
 from hamur_dist.data.manifest import SPLITS, DenseFeature, DomainInfo, Manifest, SparseFeature, SplitInfo
 from hamur_dist.data.splitting import shard_quotas, split_sizes
 from hamur_dist.data.validation import shard_schema
-from hamur_dist.data.writer import SplitWriter, StagedOutput, dictionary_columns
+from hamur_dist.data.staged_output import StagedOutput
+from hamur_dist.data.writer import SplitWriter, dictionary_columns
 
 # Vocabulary sizes shaped like Ali-CCP's 22 non-domain fields: user, 8 user-profile fields, item,
 # category, shop, intention, brand, 4 user x item crosses, 4 behaviour fields.

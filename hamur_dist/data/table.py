@@ -27,7 +27,8 @@ from hamur_dist.data.encoders import ValueCounter, VocabularyEncoder
 from hamur_dist.data.table_rows import TableRows, floats
 from hamur_dist.data.table_schema import TableSchema
 from hamur_dist.data.validation import DataError, shard_schema
-from hamur_dist.data.writer import SplitWriter, StagedOutput, dictionary_columns
+from hamur_dist.data.staged_output import StagedOutput
+from hamur_dist.data.writer import SplitWriter, dictionary_columns
 
 Transform = Callable[[Chunk], pa.Table]
 

@@ -1,22 +1,17 @@
-"""Writing a dataset: Parquet shards with streaming-sized row groups, and an all-or-nothing output folder.
+"""Writing a dataset's splits: Parquet shards with streaming-sized row groups (``SplitWriter``).
 
-``StagedOutput`` builds everything in a hidden folder next to the target and moves it into place
-only once the manifest is written, so an interrupted or failed run never leaves something that
-looks like a whole dataset, and an existing dataset is replaced only on ``overwrite``.
+The folder they are written into is a ``StagedOutput`` (``hamur_dist.data.staged_output``).
 """
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hamur_dist.data.manifest import Manifest, ShardInfo, SplitInfo, write_manifest
-from hamur_dist.data.validation import DataError
+from hamur_dist.data.manifest import Manifest, ShardInfo, SplitInfo
 from hamur_dist.fileio import sha256_file
 
 PARQUET_COMPRESSION = "snappy"
@@ -27,47 +22,6 @@ def dictionary_columns(manifest: Manifest) -> list[str]:
     """Columns worth Parquet dictionary encoding: small vocabularies, the domain and the labels."""
     small = [f.name for f in manifest.sparse if f.vocab_size <= DICTIONARY_MAX_VOCAB]
     return small + [manifest.domain.column, manifest.label, *manifest.extra_labels]
-
-
-class StagedOutput:
-    """``with StagedOutput(out, overwrite) as staged: ... write under staged.path ...; staged.commit(m)``."""
-
-    def __init__(self, out: str | Path, overwrite: bool = False):
-        self.out = Path(out).absolute()
-        empty_dir = self.out.is_dir() and not any(self.out.iterdir())
-        if self.out.exists() and not overwrite and not empty_dir:
-            raise DataError("already exists; pass --overwrite (overwrite=True) to replace it", file=self.out)
-        if self.out.exists() and not self.out.is_dir():
-            raise DataError("exists and is not a directory", file=self.out)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.path: Path | None = None
-        self._committed = False
-
-    def __enter__(self) -> "StagedOutput":
-        # a hidden sibling (same filesystem, so the final rename is atomic); mkdir honours the umask
-        self.path = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:12]}"
-        self.path.mkdir()
-        return self
-
-    def commit(self, manifest: Manifest) -> None:
-        write_manifest(self.path, manifest)
-        old = None
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.out, old)
-        try:
-            os.rename(self.path, self.out)
-        except OSError:
-            if old is not None:
-                os.rename(old, self.out)
-            raise
-        self._committed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def __exit__(self, *exc_info) -> None:
-        if not self._committed and self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
 
 
 class SplitWriter:
