@@ -121,6 +121,7 @@ class RayConfig:
 class RunConfig:
     name: str | None = None             # default: <config stem>-<timestamp>
     storage_path: str = "runs"          # made absolute; a URI (s3://, gs://) is passed to Ray as is
+    files_path: str = "runs"            # with a URI storage_path: where hamur's own run files go
     max_failures: int = 0               # worker-group restarts from the last checkpoint
     worker_wait_s: float = 600          # a (re)start that cannot place the workers for this long stops
                                         # with an error; the last checkpoint stays resumable

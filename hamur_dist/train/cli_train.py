@@ -23,18 +23,14 @@ def _default_config() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from hamur_dist.config import load_experiment
-    from hamur_dist.config_loader import apply_overrides, build, to_dict
-    from hamur_dist.config import ExperimentConfig
     from hamur_dist.metrics import markdown_table
-    from hamur_dist.train.trainer import TrainingError, load_run_config, train
+    from hamur_dist.train.run_location import resume_config
+    from hamur_dist.train.trainer import TrainingError, train
 
     if args.resume:
         if args.config:
             print("hamur train: --resume uses the run's own config.yaml; --config is ignored")
-        base = to_dict(load_run_config(args.resume))
-        cfg = build(ExperimentConfig, apply_overrides(base, args.overrides))
-        run_dir = Path(args.resume).absolute()
-        cfg.run.name, cfg.run.storage_path, cfg.run.resume = run_dir.name, str(run_dir.parent), True
+        cfg = resume_config(args.resume, args.overrides)
         config_path = None
     else:
         config_path = args.config or _default_config()

@@ -6,18 +6,18 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from hamur_dist.config import ExperimentConfig, from_dict, to_dict
-from hamur_dist.config_loader import ConfigError, read_yaml
+from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest
 from hamur_dist.data.batches import InputDataError, locate_bad_row
 from hamur_dist.ray_connection import ray_cluster
 from hamur_dist.train.checkpoint import CheckpointError
 from hamur_dist.train.outputs import EVENTS_FILE, RESTART_MARK, RunOutputs
+from hamur_dist.train.run_location import claim_run_dir, is_uri, resolve_run, stored_run_exists
 from hamur_dist.train.restart_watch import ClusterTooSmallError, RestartWatch
 from hamur_dist.train.watchdog import stall_note
 
@@ -50,41 +50,6 @@ def ensure_dataset(cfg: ExperimentConfig, log=print) -> tuple[str, Manifest]:
 
         verify_dataset(root, check_hashes=True)
     return str(root), manifest
-
-
-def resolve_run(cfg: ExperimentConfig, config_path: str | None) -> tuple[str, str, Path]:
-    """(name, storage_path for Ray, run_dir for our files). A URI storage keeps our files in ./runs."""
-    stem = Path(config_path).stem if config_path else "run"
-    name = cfg.run.name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = cfg.run.storage_path
-    if "://" in storage:
-        return name, storage, Path("runs").absolute() / name
-    storage = str(Path(storage).expanduser().absolute())  # relative paths vanish inside Ray jobs
-    return name, storage, Path(storage) / name
-
-
-def claim_run_dir(run_dir: Path, auto_named: bool) -> Path:
-    """Make ``run_dir`` this run's, atomically: its config.yaml is created exclusively, so two launches
-    cannot share a directory. A name taken by another run is an error, or for a generated
-    (time-stamped) name, the next free ``NAME-2``, ``NAME-3``, ..."""
-    for attempt in range(1, 100):
-        candidate = run_dir if attempt == 1 else run_dir.with_name(f"{run_dir.name}-{attempt}")
-        candidate.mkdir(parents=True, exist_ok=True)
-        try:
-            os.close(os.open(candidate / "config.yaml", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-            return candidate
-        except FileExistsError:
-            if not auto_named:
-                raise ConfigError(f"run directory {candidate} exists: pass --resume {candidate} to continue it, "
-                                  "or choose another run.name") from None
-    raise ConfigError(f"no free run directory next to {run_dir}")
-
-
-def load_run_config(run_dir: str | Path) -> ExperimentConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"cannot resume: {path} not found (is {run_dir} a run directory?)")
-    return from_dict(read_yaml(path))
 
 
 def _unwrap(exc: BaseException, root: str | None = None, manifest: Manifest | None = None) -> str:
@@ -129,6 +94,11 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
 
     root, manifest = ensure_dataset(cfg, log)
     name, storage, run_dir = resolve_run(cfg, config_path)
+    if is_uri(storage) and stored_run_exists(storage, name) != cfg.run.resume:
+        if not cfg.run.resume:   # Ray would silently continue that run's checkpoints
+            raise ConfigError(f"run '{name}' already exists in {storage}: resume it with "
+                              f"`hamur train --resume {run_dir}`, or choose another run.name")
+        log(f"[hamur] note: {storage}/{name} holds no checkpoint yet: the run starts from epoch 0")
     if not cfg.run.resume:   # a resumed run's config.yaml is rewritten once its checkpoint has loaded (worker.py)
         run_dir = claim_run_dir(run_dir, auto_named=not cfg.run.name)
         name = run_dir.name

@@ -138,3 +138,18 @@ def test_predict_scores_every_row_with_ray_data_actors(first_run, tiny_dataset, 
     assert np.allclose(head["prediction"].to_numpy(), expected.numpy(), atol=1e-6)
     with pytest.raises(FileExistsError):
         predict(result.run_dir, tiny_dataset, out)
+
+
+@pytest.mark.slow
+def test_a_run_stored_at_a_uri_resumes_from_its_checkpoints_there(ray_session, tiny_dataset, tmp_path):
+    from hamur_dist.cli import main
+
+    bucket = f"file://{tmp_path / 'bucket'}"
+    cfg = small_experiment(tiny_dataset, bucket, "train.epochs=1", "run.name=uri", f"run.files_path={tmp_path / 'files'}")
+    result = train(cfg, log=lambda *_: None)
+    assert result.run_dir == tmp_path / "files" / "uri"
+    assert list((tmp_path / "bucket" / "uri").glob("checkpoint_*"))          # Ray's checkpoints in the bucket
+    assert main(["train", "--resume", str(result.run_dir), "train.epochs=2"]) == 0
+    history = read_history(result.run_dir)
+    assert [h["epoch"] for h in history] == [0, 1]                         # epoch 0 was not redone
+    assert history[1]["global_step"] == 2 * history[0]["global_step"]
