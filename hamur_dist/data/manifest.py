@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from hamur_dist.fileio import atomic_write_text
 
@@ -128,7 +129,10 @@ class Manifest:
     def shard_paths(self, root: str | Path, split: str) -> list[str]:
         if split not in self.splits:
             raise ManifestError(f"dataset {root} has no split '{split}' (has {sorted(self.splits)})")
-        return [str(Path(root) / s.path) for s in self.splits[split].shards]
+        shards = self.splits[split].shards
+        for shard in shards:
+            check_inside_root(shard.path, where=f"dataset {root}")
+        return [str(Path(root) / s.path) for s in shards]
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
@@ -160,6 +164,20 @@ class Manifest:
             raise ManifestError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
 
 
+def check_inside_root(relative: str, where: str = "manifest") -> None:
+    """A path a manifest lists must stay inside the dataset root: readers join it to the root, and a
+    manifest is data, so it must not make them open files elsewhere. Judged on the text alone
+    (symlinks inside the root are followed: a dataset may be a folder of links)."""
+    if not isinstance(relative, str) or not relative.strip():
+        raise ManifestError(f"{where}: shard path {relative!r} is not a relative file path")
+    if PurePosixPath(relative).is_absolute() or PureWindowsPath(relative).anchor:
+        raise ManifestError(f"{where}: shard path '{relative}' is absolute; shard paths must be relative "
+                            f"to the dataset root")
+    normal = posixpath.normpath(relative.replace("\\", "/"))
+    if normal == ".." or normal.startswith("../"):
+        raise ManifestError(f"{where}: shard path '{relative}' points outside the dataset root")
+
+
 def load_manifest(root: str | Path) -> Manifest:
     path = Path(root) / MANIFEST_NAME
     if not Path(root).is_dir():
@@ -173,6 +191,9 @@ def load_manifest(root: str | Path) -> Manifest:
     manifest = Manifest.from_dict(data, where=str(path))
     if manifest.format_version != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {manifest.format_version}, this code reads {FORMAT_VERSION}")
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            check_inside_root(shard.path, where=str(path))
     return manifest
 
 

@@ -1,6 +1,9 @@
 """Offline evaluation: the per-domain report of a trained model on a prepared dataset split (no Ray).
 
-Streams the split's shards in record batches, so memory stays bounded by the batch size.
+Streams the split's shards in record batches, so memory stays bounded by the batch size. Before
+scoring, the shards are checked against the manifest (sha256) and the dataset's manifest against
+the one the model was trained on: the model reads ids and scaled values, which only mean what they
+meant in training if the dataset was encoded the same way.
 """
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from hamur_dist.data.manifest import load_manifest
-from hamur_dist.model.artifact import load_artifact
+from hamur_dist.data.batches import BatchCollator, InputDataError, bad_row_error
+from hamur_dist.data.manifest import MANIFEST_NAME, Manifest, load_manifest
+from hamur_dist.data.validation import DataError, verify_dataset
+from hamur_dist.infer.dataset_match import input_encoding_difference
+from hamur_dist.model.artifact import load_artifact, load_training_manifest, read_payload
 from hamur_dist.metrics import PredictionBuffer, domain_report
-from hamur_dist.data.batches import BatchCollator
 
 
 def model_dir(path: str | Path) -> Path:
@@ -22,27 +27,66 @@ def model_dir(path: str | Path) -> Path:
     return path / "model" if (path / "model" / "model.pt").is_file() else path
 
 
-def check_model_matches_dataset(model, manifest, data_root) -> None:
-    """The model's tables must match the dataset's vocabularies and domains."""
+def verified_dataset(data_root: str | Path, split: str, verify_hashes: bool = True) -> Manifest:
+    """The dataset's manifest, once ``split``'s shards are what it describes (a changed shard is
+    refused naming the file)."""
+    return verify_dataset(data_root, splits=[split], check_hashes=verify_hashes)
+
+
+def check_dataset_encoding(trained: Manifest | None, manifest: Manifest, data_root, model_path) -> None:
+    """Refuse a dataset whose ids or dense values are not encoded as in the model's training data
+    (``trained``: the artifact's manifest.json)."""
+    where = Path(data_root) / MANIFEST_NAME
+    if trained is None:
+        raise DataError(f"the model {model_path} has no {MANIFEST_NAME} (its training data's manifest), so "
+                        f"this dataset's vocabularies cannot be checked against it", file=where)
+    found = input_encoding_difference(trained, manifest)
+    if found is not None:
+        column, how = found
+        raise DataError(f"does not match the data the model {model_path} was trained on: {how}",
+                        file=where, column=column)
+
+
+def check_model_matches_dataset(model, manifest: Manifest, data_root, model_path) -> None:
+    """The model's tables must fit the dataset, and its training data be encoded like the dataset."""
     schema = model.schema
     want = [(f.name, f.vocab_size) for f in schema.sparse]
     have = [(f.name, f.vocab_size) for f in manifest.sparse]
     if want != have or schema.num_domains != manifest.domain.num_domains:
-        raise ValueError(f"dataset {data_root} does not match the model: model expects sparse {want} and "
-                         f"{schema.num_domains} domains, dataset has {have} and {manifest.domain.num_domains}")
+        raise DataError(f"does not match the model {model_path}: it expects sparse {want} and {schema.num_domains} "
+                        f"domains, the dataset has {have} and {manifest.domain.num_domains}",
+                        file=Path(data_root) / MANIFEST_NAME)
+    check_dataset_encoding(model.training_manifest, manifest, data_root, model_path)
+
+
+def check_artifact_matches_dataset(model_path: Path, manifest: Manifest, data_root) -> None:
+    """What ``check_model_matches_dataset`` checks of the training data, without building the model;
+    ``model.pt`` is opened weights-only and memory-mapped (cheap on a driver)."""
+    read_payload(model_path, mmap=True)
+    check_dataset_encoding(load_training_manifest(model_path), manifest, data_root, model_path)
 
 
 @torch.no_grad()
 def evaluate_model(model_path: str | Path, data_root: str | Path, split: str = "test",
-                   batch_size: int = 16384) -> dict:
-    model = load_artifact(model_dir(model_path))
-    manifest = load_manifest(data_root)
-    check_model_matches_dataset(model, manifest, data_root)
-    collate = BatchCollator(manifest, with_user=manifest.user_column is not None)
-    buf = PredictionBuffer(with_user=manifest.user_column is not None)
+                   batch_size: int = 16384, verify_hashes: bool = True) -> dict:
+    model_path = model_dir(model_path)
+    model = load_artifact(model_path)
+    check_model_matches_dataset(model, load_manifest(data_root), data_root, model_path)   # cheap checks first
+    manifest = verified_dataset(data_root, split, verify_hashes)
+    with_user = manifest.user_column is not None
+    collate = BatchCollator(manifest, with_user=with_user)
+    buf = PredictionBuffer(with_user=with_user)
     for path in manifest.shard_paths(data_root, split):
+        offset = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=manifest.columns):
-            t = collate(pa.Table.from_batches([batch]))
+            try:
+                t = collate(pa.Table.from_batches([batch]))
+            except InputDataError as exc:
+                raise bad_row_error(batch, manifest, path, offset, exc) from None
             prob = torch.sigmoid(model(t["sparse"], t["dense"], t["domain"]))
             buf.add(prob, t["label"], t["domain"], t.get("user"))
+            offset += batch.num_rows
     return domain_report(buf.tensors(), manifest.domain.num_domains, manifest.domain.names)
+
+
+# --- does a dataset encode inputs the way the model's training data did? -------------------------

@@ -3,21 +3,32 @@
     model/
       model.pt        {"format": 1, "model_config": {...}, "schema": {...}, "state_dict": {...}}
       manifest.json   the training dataset's manifest (feature vocabularies, domains)
+
+``model.pt`` is read with ``torch.load(weights_only=True)``: it holds only dicts, lists, numbers,
+strings and tensors, so a file that asks the unpickler for anything else (code) is refused.
 """
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
 from hamur_dist import config_loader
-from hamur_dist.data.manifest import FeatureSchema, Manifest, SparseFeature, DenseFeature, write_manifest
+from hamur_dist.data.manifest import (MANIFEST_NAME, DenseFeature, FeatureSchema, Manifest, SparseFeature,
+                                      load_manifest, write_manifest)
 from hamur_dist.model import build_model
 from hamur_dist.model.config import ModelConfig
 from hamur_dist.fileio import atomic_torch_save
 
 FORMAT = 1
+MODEL_FILE = "model.pt"
+
+
+class ArtifactError(ValueError):
+    """A model artifact is unreadable, of another format, or holds more than plain data and tensors."""
 
 
 def save_artifact(directory: str | Path, model_cfg: ModelConfig, manifest: Manifest, state_dict: dict) -> Path:
@@ -29,26 +40,62 @@ def save_artifact(directory: str | Path, model_cfg: ModelConfig, manifest: Manif
         "schema": dataclasses.asdict(manifest.schema),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
-    atomic_torch_save(payload, directory / "model.pt")
+    atomic_torch_save(payload, directory / MODEL_FILE)
     write_manifest(directory, manifest)
     return directory
 
 
-def load_artifact(directory: str | Path, map_location="cpu") -> torch.nn.Module:
-    """The model in eval mode, with ``model.schema`` and ``model.model_config`` attached."""
-    path = Path(directory) / "model.pt"
+def _refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """torch's one line that names what was refused (its message is a page of advice around it)."""
+    for line in str(exc).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].split(". Please use", 1)[0].strip()
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def read_payload(directory: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """``model.pt``'s payload, loaded weights-only. ``mmap``: map tensors instead of reading them
+    (a cheap check of a big artifact)."""
+    path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no model artifact at {path} (expected RUN_DIR/model/model.pt)")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: artifact format {payload.get('format')} is not {FORMAT}")
-    cfg = config_loader.build(ModelConfig, payload["model_config"], prefix="model")
-    s = payload["schema"]
-    schema = FeatureSchema(sparse=[SparseFeature(**f) for f in s["sparse"]],
-                           dense=[DenseFeature(**f) for f in s["dense"]],
-                           num_domains=s["num_domains"], domain_column=s["domain_column"], label=s["label"])
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True,
+                             mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:
+        raise ArtifactError(f"{path}: refused to load: it holds more than tensors and plain data, and loading "
+                            f"it could run code ({_refusal_reason(exc)}). Use artifacts only from a run "
+                            f"directory you trust; retrain or restore the file from your own copy") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable model artifact (truncated or corrupt?): "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ArtifactError(f"{path}: artifact format {found} is not {FORMAT}")
+    return payload
+
+
+def load_training_manifest(directory: str | Path) -> Manifest | None:
+    """The manifest of the data the model was trained on (``model/manifest.json``), if the artifact has one."""
+    return load_manifest(directory) if (Path(directory) / MANIFEST_NAME).is_file() else None
+
+
+def load_artifact(directory: str | Path, map_location="cpu") -> torch.nn.Module:
+    """The model in eval mode, with ``model.schema``, ``model.model_config`` and
+    ``model.training_manifest`` (None if the artifact lacks manifest.json) attached."""
+    payload = read_payload(directory, map_location)
+    path = Path(directory) / MODEL_FILE
+    try:
+        cfg = config_loader.build(ModelConfig, payload["model_config"], prefix="model")
+        s = payload["schema"]
+        schema = FeatureSchema(sparse=[SparseFeature(**f) for f in s["sparse"]],
+                               dense=[DenseFeature(**f) for f in s["dense"]],
+                               num_domains=s["num_domains"], domain_column=s["domain_column"], label=s["label"])
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: malformed artifact ({type(exc).__name__}: {exc})") from None
     model = build_model(cfg, schema)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     model.model_config = cfg
+    model.training_manifest = load_training_manifest(directory)
     return model

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hamur_dist.data import prepare
-from hamur_dist.data.manifest import ManifestError
+from hamur_dist.data.batches import BatchCollator, InputDataError
+from hamur_dist.data.manifest import ManifestError, ShardInfo, load_manifest
 from hamur_dist.data.reader import read_split, shard_files
 from hamur_dist.data.validation import DataError, validate_batch, verify_dataset
 from hamur_dist.fileio import sha256_file
@@ -119,3 +120,42 @@ def test_validate_batch_names_row_and_column(small_dataset):
     assert (err.value.row, err.value.column) == (0, "f00")
     with pytest.raises(DataError, match="missing column"):
         validate_batch({k: v for k, v in batch.items() if k != "label"}, m)
+
+
+def test_collator_refuses_nulls_naming_the_column(small_dataset):
+    m = verify_dataset(small_dataset)
+    table = pa.table(read_split(small_dataset, "val"))
+    collate = BatchCollator(m, with_user=True)
+    assert collate(table)["sparse"].shape == (300, 3)
+    for column in ("f01", "domain", "d0", "label"):
+        values = table.column(column).to_pylist()
+        values[17] = None
+        index = table.schema.get_field_index(column)
+        broken = table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+        with pytest.raises(InputDataError, match=f"column '{column}': null value"):
+            collate(broken)
+    # Ray Data hands numpy: a null id arrives as NaN in a float column, or as None in an object column
+    as_numpy = {name: table.column(name).to_numpy() for name in table.column_names}
+    for null_id in (np.where(np.arange(300) == 17, np.nan, 1.0), np.array([1] * 17 + [None] + [1] * 282, dtype=object)):
+        with pytest.raises(InputDataError, match="column 'f00': null value"):
+            collate({**as_numpy, "f00": null_id})
+
+
+@pytest.mark.parametrize("shard_path", ["../outside.parquet", "train/../../outside.parquet", "/etc/passwd",
+                                        r"C:\data\x.parquet", r"\\server\share\x.parquet", ""])
+def test_shard_paths_must_stay_inside_the_dataset(copy, shard_path):
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["val"]["shards"][0]["path"] = shard_path
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    for load in (load_manifest, verify_dataset, lambda root: read_split(root, "train")):
+        with pytest.raises(ManifestError) as err:
+            load(copy)
+        assert f"'{shard_path}'" in str(err.value) and str(copy / "manifest.json") in str(err.value)
+
+
+def test_manifest_built_in_code_refuses_outside_shard_paths(small_dataset):
+    m = load_manifest(small_dataset)
+    assert m.shard_paths(small_dataset, "val") == [str(small_dataset / "val" / "part-00000.parquet")]
+    m.splits["val"].shards.append(ShardInfo(path="val/../../elsewhere.parquet", rows=1, sha256="0" * 64))
+    with pytest.raises(ManifestError, match="'val/../../elsewhere.parquet' points outside the dataset root"):
+        m.shard_paths(small_dataset, "val")
