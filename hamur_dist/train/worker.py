@@ -105,8 +105,6 @@ def train_loop_per_worker(config: dict) -> None:
     inject_failure = failure_injector(cfg, run_dir, rank)
     watch = StallWatchdog(run_dir, rank, world, cfg.train.stall_timeout_s)
 
-
-
     def one_epoch(epoch: int):
         lr = wm.set_epoch_lr(epoch)
         train_metrics, state.global_step = naming_split("train", lambda: train_epoch(
