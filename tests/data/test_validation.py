@@ -122,6 +122,23 @@ def test_validate_batch_names_row_and_column(small_dataset):
         validate_batch({k: v for k, v in batch.items() if k != "label"}, m)
 
 
+def test_the_batch_collator_runs_the_same_checks_naming_the_column(small_dataset):
+    from hamur_dist.data.batches import BatchCollator, InputDataError
+
+    m = verify_dataset(small_dataset)
+    batch = read_split(small_dataset, "val")
+    collate = BatchCollator(m)
+    assert collate(pa.table(batch))["sparse"].shape == (len(batch["label"]), len(m.sparse))
+    cases = [("f01", 1000, "id 1000 is out of vocabulary"), ("f00", -1, "negative id -1"),
+             ("d0", np.inf, "dense value inf is not finite"), ("domain", 3, "unknown domain 3"),
+             ("label", 0.5, "label 0.5 is not 0 or 1")]
+    for column, value, message in cases:
+        broken = {k: v.copy() for k, v in batch.items()}
+        broken[column][17] = value
+        with pytest.raises(InputDataError, match=f"column '{column}': {message}"):
+            collate(broken)
+
+
 def test_collator_refuses_nulls_naming_the_column(small_dataset):
     m = verify_dataset(small_dataset)
     table = pa.table(read_split(small_dataset, "val"))
