@@ -30,7 +30,7 @@ PLACEMENT_GROUP_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.pl
 WAITING_STATES = (InitializingState, SchedulingState, ReschedulingState, RestartingState)
 
 __all__ = ["CHECKED_RAY_VERSIONS", "ControllerCallback", "ErroredState", "RestartingState", "RunningState",
-           "ShuttingDownState", "WAITING_STATES", "WorkerGroupCallback", "error_causes",
+           "ShuttingDownState", "WAITING_STATES", "WorkerGroupCallback", "error_causes", "find_cause",
            "exact_split_data_config", "placement_group_from_hex", "placement_group_of"]
 
 
@@ -45,6 +45,21 @@ def error_causes(error: BaseException) -> list:
                getattr(error, "health_check_failure", None),
                getattr(error, "_base_exc", None)]   # UserExceptionWithTraceback: a worker's own exception
     return [c for c in causes if c is not None]
+
+
+def find_cause(error: BaseException, types: type | tuple[type, ...]) -> BaseException | None:
+    """The first exception of ``types`` in ``error`` or anything it wraps (Python's cause and context
+    chains, and Ray's wrappers above), or None."""
+    seen, stack = set(), [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, types):
+            return e
+        stack.extend([e.__cause__, e.__context__, *error_causes(e)])
+    return None
 
 
 def placement_group_of(worker_group):

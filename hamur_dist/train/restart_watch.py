@@ -25,16 +25,7 @@ def deterministic_cause(error) -> BaseException | None:
     from hamur_dist.data.batches import InputDataError
     from hamur_dist.train.checkpoint import IncompatibleCheckpointError
 
-    seen, stack = set(), [error]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, (InputDataError, IncompatibleCheckpointError)):
-            return e
-        stack.extend([e.__cause__, e.__context__, *ri.error_causes(e)])
-    return None
+    return ri.find_cause(error, (InputDataError, IncompatibleCheckpointError))
 
 
 def failure_summary(error) -> str:

@@ -55,20 +55,13 @@ def ensure_dataset(cfg: ExperimentConfig, log=print) -> tuple[str, Manifest]:
 def _unwrap(exc: BaseException, root: str | None = None, manifest: Manifest | None = None) -> str:
     """The first worker error's message, without Ray's wrapping. Bad input found in a split is
     located here, on the driver (file, row, column), so no worker rescans while its peers wait."""
-    from hamur_dist.ray_internals import error_causes
+    from hamur_dist.ray_internals import find_cause
 
-    seen = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen or e is None:
-            continue
-        seen.add(id(e))
-        if isinstance(e, InputDataError) and e.split and manifest is not None:
-            return f"InputDataError: bad input row: {locate_bad_row(manifest.shard_paths(root, e.split), manifest)}"
-        if isinstance(e, (InputDataError, CheckpointError, ManifestError, ConfigError, ClusterTooSmallError)):
-            return f"{type(e).__name__}: {e}"
-        stack.extend([e.__cause__, e.__context__, *error_causes(e)])
+    e = find_cause(exc, (InputDataError, CheckpointError, ManifestError, ConfigError, ClusterTooSmallError))
+    if isinstance(e, InputDataError) and e.split and manifest is not None:
+        return f"InputDataError: bad input row: {locate_bad_row(manifest.shard_paths(root, e.split), manifest)}"
+    if e is not None:
+        return f"{type(e).__name__}: {e}"
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 

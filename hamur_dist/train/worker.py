@@ -46,10 +46,10 @@ def naming_split(split: str, fn):
     try:
         return fn()
     except Exception as exc:  # Ray wraps errors raised in its prefetch threads
-        cause = exc
-        while cause is not None and not isinstance(cause, InputDataError):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, InputDataError):
+        from hamur_dist.ray_internals import find_cause
+
+        cause = find_cause(exc, InputDataError)
+        if cause is not None:
             raise InputDataError(str(cause), split) from None
         raise
 
