@@ -44,26 +44,29 @@ def fsync_dir(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: str | Path, mode: str = "wb", durable: bool = True) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
-    On an exception the temporary file is removed and ``path`` is left as it was."""
+    On an exception the temporary file is removed and ``path`` is left as it was. ``durable=False``
+    skips the fsyncs, for files that only need to be whole, not to survive a crash."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     newline = "" if "b" not in mode else None
     try:
         with open(tmp, mode, newline=newline) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_write(path, "w") as f:
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None:
+    with atomic_write(path, "w", durable) as f:
         f.write(text)
 
 

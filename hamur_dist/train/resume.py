@@ -40,16 +40,15 @@ def restore_latest(train_api, wm: WorkerModel, fingerprint: dict, run_dir: Path)
     from two nodes must not make them resume from different epochs. A rank that cannot verify the
     chosen checkpoint fails every rank."""
     chosen, state = None, None
-    if wm.rank == 0:
-        for checkpoint in _candidates(train_api):
-            state, problem = load_verified(wm, checkpoint, fingerprint)
-            if state is not None:
-                chosen = checkpoint
-                break
-            say(f"[hamur] skipping checkpoint {checkpoint.path}: {problem}")
-            append_event(run_dir, f"skipping checkpoint {checkpoint.path}: {problem}")
-    decision = _from_rank0({"path": chosen.path if chosen else None, "any": chosen is not None or
-                            (wm.rank == 0 and train_api.get_checkpoint() is not None)}, wm.world)
+    candidates = _candidates(train_api) if wm.rank == 0 else []
+    for checkpoint in candidates:
+        state, problem = load_verified(wm, checkpoint, fingerprint)
+        if state is not None:
+            chosen = checkpoint
+            break
+        say(f"[hamur] skipping checkpoint {checkpoint.path}: {problem}")
+        append_event(run_dir, f"skipping checkpoint {checkpoint.path}: {problem}")
+    decision = _from_rank0({"path": chosen.path if chosen else None, "any": bool(candidates)}, wm.world)
     if decision["path"] is None:
         if decision["any"]:
             raise ckpt.CheckpointError("no checkpoint of this run verifies; remove the run directory to start over")

@@ -64,7 +64,8 @@ class StallWatchdog:
     def _publish(self) -> None:
         body = {"rank": self.rank, "phase": self.phase, "steps": self.steps,
                 "seconds_since_step": round(time.monotonic() - self.last_beat, 1), "time": time.time()}
-        atomic_write_text(self.dir / f"rank{self.rank}.json", json.dumps(body))
+        # every few seconds while training: whole is enough, a crash loses nothing worth an fsync
+        atomic_write_text(self.dir / f"rank{self.rank}.json", json.dumps(body), durable=False)
 
     def _watch(self) -> None:
         while not self._closed.wait(self.publish_every):
