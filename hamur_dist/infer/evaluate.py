@@ -47,21 +47,10 @@ def check_dataset_encoding(trained: Manifest | None, manifest: Manifest, data_ro
                         file=where, column=column)
 
 
-def check_model_matches_dataset(model, manifest: Manifest, data_root, model_path) -> None:
-    """The model's tables must fit the dataset, and its training data be encoded like the dataset."""
-    schema = model.schema
-    want = [(f.name, f.vocab_size) for f in schema.sparse]
-    have = [(f.name, f.vocab_size) for f in manifest.sparse]
-    if want != have or schema.num_domains != manifest.domain.num_domains:
-        raise DataError(f"does not match the model {model_path}: it expects sparse {want} and {schema.num_domains} "
-                        f"domains, the dataset has {have} and {manifest.domain.num_domains}",
-                        file=Path(data_root) / MANIFEST_NAME)
-    check_dataset_encoding(model.training_manifest, manifest, data_root, model_path)
-
-
 def check_artifact_matches_dataset(model_path: Path, manifest: Manifest, data_root) -> None:
-    """What ``check_model_matches_dataset`` checks of the training data, without building the model;
-    ``model.pt`` is opened weights-only and memory-mapped (cheap on a driver)."""
+    """A model file that loads safely, trained on data encoded like this dataset (the training manifest
+    records the table sizes and domains the model was built with, so those are compared too). Without
+    building the model: ``model.pt`` is opened weights-only and memory-mapped (cheap on a driver)."""
     read_payload(model_path, mmap=True)
     check_dataset_encoding(load_training_manifest(model_path), manifest, data_root, model_path)
 
@@ -70,9 +59,9 @@ def check_artifact_matches_dataset(model_path: Path, manifest: Manifest, data_ro
 def evaluate_model(model_path: str | Path, data_root: str | Path, split: str = "test",
                    batch_size: int = 16384, verify_hashes: bool = True) -> dict:
     model_path = model_dir(model_path)
-    model = load_artifact(model_path)
-    check_model_matches_dataset(model, load_manifest(data_root), data_root, model_path)   # cheap checks first
+    check_artifact_matches_dataset(model_path, load_manifest(data_root), data_root)   # cheap checks first
     manifest = verified_dataset(data_root, split, verify_hashes)
+    model = load_artifact(model_path)
     with_user = manifest.user_column is not None
     collate = BatchCollator(manifest, with_user=with_user)
     buf = PredictionBuffer(with_user=with_user)

@@ -17,8 +17,7 @@ import torch
 from hamur_dist.data.batches import InputDataError, find_bad_row
 from hamur_dist.data.manifest import load_manifest
 from hamur_dist.fileio import atomic_rename
-from hamur_dist.infer.evaluate import (check_artifact_matches_dataset, check_model_matches_dataset, model_dir,
-                                       verified_dataset)
+from hamur_dist.infer.evaluate import check_artifact_matches_dataset, model_dir, verified_dataset
 from hamur_dist.data.ray_datasets import parquet_dataset
 
 
@@ -30,10 +29,8 @@ class Scorer:
         from hamur_dist.data.batches import BatchCollator
 
         torch.set_num_threads(1)
-        self.model = load_artifact(model_path)
-        manifest = load_manifest(data_root)
-        check_model_matches_dataset(self.model, manifest, data_root, model_path)
-        self.collate = BatchCollator(manifest)
+        self.model = load_artifact(model_path)   # predict() checked it against the dataset before scoring
+        self.collate = BatchCollator(load_manifest(data_root))
 
     @torch.no_grad()
     def __call__(self, batch: pa.Table) -> pa.Table:
