@@ -11,27 +11,26 @@ are cleaned up or, when the dataset survives only there, restored.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shutil
 import sys
 import uuid
 from pathlib import Path
 
-from hamur_dist.data.manifest import MANIFEST_NAME, Manifest, write_manifest
+from hamur_dist.data.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest, write_manifest
 from hamur_dist.data.validation import DataError
 from hamur_dist.fileio import LockHeldError, atomic_rename, exclusive_lock, fsync_tree
 
 
 def is_dataset(folder: Path) -> bool:
-    """A folder ``hamur prepare`` made: a real directory whose manifest.json parses as a manifest."""
+    """A folder ``hamur prepare`` made: a real directory whose manifest.json loads as a manifest."""
     if folder.is_symlink() or not folder.is_dir():
         return False
     try:
-        data = json.loads((folder / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
+        load_manifest(folder)
+    except (ManifestError, OSError, ValueError):   # unreadable or not a manifest (ManifestError is a ValueError)
         return False
-    return isinstance(data, dict) and "format_version" in data and "splits" in data
+    return True
 
 
 def _leftovers(out: Path, kind: str, hex_digits: int) -> list[Path]:
