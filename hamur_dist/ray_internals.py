@@ -11,10 +11,14 @@ Checked against ray 2.60.0 (the version pyproject.toml pins). What each item is 
 * the attributes Ray's errors carry their causes in (``error_causes``), ``_base_exc`` of Ray Train's
   ``UserExceptionWithTraceback`` among them.
 * the logger name of Ray Train's placement-group cleaner (``PLACEMENT_GROUP_CLEANER_LOGGER``).
+* the driver's dispatcher of worker output lines (``worker_output_to``): ``console`` shows our lines
+  and writes Ray's to the run's log file instead of printing them.
 
 Import this module only where Ray is already in use (it imports Ray).
 """
 from __future__ import annotations
+
+import contextlib
 
 import ray
 from ray.train import DataConfig
@@ -31,7 +35,7 @@ WAITING_STATES = (InitializingState, SchedulingState, ReschedulingState, Restart
 
 __all__ = ["CHECKED_RAY_VERSIONS", "ControllerCallback", "ErroredState", "RestartingState", "RunningState",
            "ShuttingDownState", "WAITING_STATES", "WorkerGroupCallback", "error_causes", "find_cause",
-           "exact_split_data_config", "placement_group_from_hex", "placement_group_of"]
+           "exact_split_data_config", "placement_group_from_hex", "placement_group_of", "worker_output_to"]
 
 
 def error_causes(error: BaseException) -> list:
@@ -77,6 +81,12 @@ def placement_group_from_hex(hex_id: str):
 def exact_split_data_config() -> DataConfig:
     """Ray Train's default DataConfig splits with ``equal=True``, which drops rows; this one keeps every row once."""
 
+    from ray.data import DataContext, ExecutionOptions
+
+    # Explicit options: Ray's defaults copy the deprecated ``exclude_resources`` and warn in every run.
+    current = DataContext.get_current().execution_options
+    options = ExecutionOptions(resource_limits=current.resource_limits, preserve_order=current.preserve_order)
+
     class ExactSplitDataConfig(DataConfig):
         def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
             output = [{} for _ in range(world_size)]
@@ -90,10 +100,37 @@ def exact_split_data_config() -> DataConfig:
                     output[i][name] = it
             return output
 
-    return ExactSplitDataConfig()
+    return ExactSplitDataConfig(execution_options=options)
 
 
 def warn_if_unchecked(log=print) -> None:
     if ray.__version__ not in CHECKED_RAY_VERSIONS:
         log(f"[hamur] warning: ray {ray.__version__} is not a version hamur_dist.ray_internals was checked "
             f"with ({', '.join(CHECKED_RAY_VERSIONS)}); failure handling and data splitting may break")
+
+
+@contextlib.contextmanager
+def worker_output_to(handler):
+    """On the driver, hand every batch of forwarded output to ``handler`` instead of Ray's printer
+    (restored afterwards): the worker log stream's batches, and the cluster's error messages (raylet
+    warnings), which Ray prints through the module function ``print_to_stdstream``. Elsewhere (a Tune
+    trial's actor) nothing is forwarded: no-op."""
+    from ray._private import worker as ray_worker
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    if not ray.is_initialized() or ray_worker.global_worker.mode != ray_worker.SCRIPT_MODE:
+        yield
+        return
+    printers = [pair for pair in dispatcher.handlers if pair[0] == "ray_print_logs"]
+    printer = ray_worker.print_to_stdstream
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("hamur_console", handler)
+    ray_worker.print_to_stdstream = lambda data, ignore_prefix=False: handler(data)
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = printer
+        dispatcher.remove_handler("hamur_console")
+        if ray.is_initialized():   # ray.shutdown removes the printer itself
+            for name, function in printers:
+                dispatcher.add_handler(name, function)

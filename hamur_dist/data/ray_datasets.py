@@ -14,6 +14,18 @@ from hamur_dist.data.batches import InputDataError
 from hamur_dist.data.manifest import SPLITS, Manifest
 
 
+def arrow_collate(collator):
+    """``collator`` as the collate class ``iter_torch_batches`` expects for Arrow input: Ray hands it
+    each batch as an Arrow table, without converting to numpy first (a plain function is deprecated)."""
+    from ray.data.collate_fn import ArrowBatchCollateFn
+
+    class ArrowCollate(ArrowBatchCollateFn):
+        def __call__(self, batch):
+            return collator(batch)
+
+    return ArrowCollate()
+
+
 def training_datasets(root: str | Path, manifest: Manifest, data_cfg, seed: int) -> dict:
     """The three splits as Ray Datasets. Every epoch re-executes them, so the train split gets new
     batches each epoch: a new file order and block order, or with ``global_shuffle`` a full row

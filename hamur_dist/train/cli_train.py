@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"experiment YAML (default: {DEFAULT_CONFIG})")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own output live as well (it always goes to RUN_DIR/ray.log)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
 
 
@@ -23,6 +25,7 @@ def _default_config() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from hamur_dist.config import load_experiment
+    from hamur_dist.console import LOG_FILE
     from hamur_dist.metrics import markdown_table
     from hamur_dist.train.run_location import resume_config
     from hamur_dist.train.trainer import TrainingError, train
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.address:
         cfg.ray.address = args.address
     try:
-        result = train(cfg, config_path)
+        result = train(cfg, config_path, verbose=args.verbose)
     except TrainingError as exc:
         print(f"hamur train: {exc}")
         return 1
@@ -46,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     if test:
         print(f"\nTest metrics per domain (best epoch {result.report.get('best_epoch')}):\n")
         print(markdown_table(test))
-    print(f"run directory: {result.run_dir}")
+    print(f"run directory: {result.run_dir} (Ray's own output: {result.run_dir / LOG_FILE})")
     return 0

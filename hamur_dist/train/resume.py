@@ -14,7 +14,7 @@ import torch.distributed as dist
 from hamur_dist.train import checkpoint as ckpt
 from hamur_dist.train.loop_state import LoopState
 from hamur_dist.train.outputs import append_event
-from hamur_dist.train.steps import say
+from hamur_dist.console import say
 from hamur_dist.train.worker_model import WorkerModel
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from hamur_dist.console import progress_message
 from hamur_dist.metrics import PredictionBuffer, domain_report, gather_predictions
 from hamur_dist.train.memory import MEMORY_KEYS, MemoryMonitor, release_freed_memory
 from hamur_dist.train.watchdog import WAITING, StallWatchdog
@@ -35,66 +36,88 @@ class _Unwatched:
 _NO_WATCH = _Unwatched()
 
 
-def say(message: str) -> None:
-    """Print once. Ray Train patches ``print`` to log *and* tee to a redirected stdout (shown twice);
-    writing to the process's real stdout reaches the driver exactly once."""
-    print(message, file=sys.__stdout__, flush=True)
-
-
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def aligned_batches(batches, device, dummy, watch: StallWatchdog | None = None):
+class StepTimes:
+    """Where one worker's epoch went, in seconds: waiting for its input, waiting for the other
+    workers (the step-count agreement), and its own steps (forward, backward, update, and the
+    collectives inside them). The benchmark prints them."""
+
+    def __init__(self):
+        self.input = self.agree = self.step = 0.0
+
+    def as_metrics(self) -> dict:
+        return {"input_s": self.input, "agree_s": self.agree, "step_s": self.step}
+
+
+def aligned_batches(batches, device, dummy, watch: StallWatchdog | None = None, times: StepTimes | None = None):
     """Yield ``(batch, is_real)`` until *every* worker is out of data.
 
     Collectives (DDP's all-reduce, sharded-table all-to-all) need the same number of steps on
     every rank, and the workers' shares can differ by a block. A worker that runs out early repeats
     its last batch (or ``dummy``, when it got none) with ``is_real=False``: its loss is multiplied
-    by 0 and its predictions are dropped. ``watch`` learns what this worker is doing and each step done.
+    by 0 and its predictions are dropped. ``watch`` learns what this worker is doing and each step
+    done; ``times`` adds up where the time went.
     """
     rank, world = rank_and_world()
     watch = watch or _NO_WATCH
+    times = times or StepTimes()
     it = iter(batches)
     last = None
     while True:
+        start = time.perf_counter()
         with watch.doing("reading its input"):
             batch = next(it, None)
+        times.input += time.perf_counter() - start
         if world > 1:
+            # Not started ahead of the step: a rank stuck reading must leave its peers waiting
+            # here (the watchdog names it), not inside the step's own collectives.
+            start = time.perf_counter()
             flag = torch.tensor([0 if batch is None else 1], device=device)
             with watch.doing(WAITING):
                 dist.all_reduce(flag)
-            if flag.item() == 0:
+                anyone = flag.item() > 0
+            times.agree += time.perf_counter() - start
+            if not anyone:
                 return
         elif batch is None:
             return
+        start = time.perf_counter()
         with watch.doing("computing a step"):
             if batch is None:
                 yield (last if last is not None else dummy), False
             else:
                 last = batch
                 yield batch, True
+        times.step += time.perf_counter() - start
         watch.beat()
 
 
 class Progress:
-    """Rank 0's progress line: samples/s, loss, elapsed and ETA for the epoch."""
+    """Rank 0's progress (samples seen by all workers, loss, samples/s) for the console's bar: every
+    ``every`` steps and at least every ``PROGRESS_SECONDS``; only then is the loss read (a host sync)."""
+
+    PROGRESS_SECONDS = 1.0
 
     def __init__(self, rank: int, world: int, every: int, expected_rows: int, epoch: int):
         self.on = rank == 0 and every > 0
         self.world, self.every, self.expected, self.epoch = world, every, expected_rows, epoch
-        self.start = time.perf_counter()
+        self.start = self.last = time.perf_counter()
 
-    def step(self, step: int, seen_local: int, loss: float):
-        if not self.on or step % self.every:
+    def step(self, step: int, seen_local: int, loss: torch.Tensor):
+        if not self.on:
             return
-        elapsed = time.perf_counter() - self.start
-        rate = seen_local * self.world / max(elapsed, 1e-9)
-        eta = max(self.expected - seen_local * self.world, 0) / max(rate, 1e-9)
-        say(f"[hamur] epoch {self.epoch} step {step}: loss {loss:.4f}, {rate:,.0f} samples/s, "
-            f"elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
+        now = time.perf_counter()
+        if step % self.every and now - self.last < self.PROGRESS_SECONDS:
+            return
+        self.last = now
+        rate = seen_local * self.world / max(now - self.start, 1e-9)
+        print(progress_message(self.epoch, seen_local * self.world, self.expected, loss.item(), rate),
+              file=sys.__stdout__, flush=True)
 
 
 def to_device(batch: dict, device) -> dict:
@@ -115,11 +138,12 @@ def train_epoch(wm: WorkerModel, batches, epoch: int, expected_rows: int, global
     rank, world = rank_and_world()
     wm.train()
     progress = Progress(rank, world, log_every_steps, expected_rows, epoch)
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=wm.device)
     seen = 0
     step = 0
+    times = StepTimes()
     start = time.perf_counter()
-    for batch, real in aligned_batches(batches, wm.device, wm.dummy_batch(), watch):
+    for batch, real in aligned_batches(batches, wm.device, wm.dummy_batch(), watch, times):
         if max_steps and step >= max_steps:
             real = False
         batch = to_device(batch, wm.device)
@@ -132,20 +156,21 @@ def train_epoch(wm: WorkerModel, batches, epoch: int, expected_rows: int, global
         if real:
             n = batch["label"].shape[0]
             seen += n
-            loss_sum += loss.detach().double().cpu() * n
-            progress.step(step, seen, loss.item())
+            loss_sum += loss.detach().double() * n   # stays on the device: no host sync per step
+            progress.step(step, seen, loss)
             if after_step is not None:
                 after_step(global_step)
     elapsed = time.perf_counter() - start
     totals = torch.tensor([seen, loss_sum.item()], dtype=torch.float64)
-    figures = torch.zeros(len(MEMORY_KEYS), world, dtype=torch.float64)   # every rank's memory (a leak shows here)
+    keys = [*MEMORY_KEYS, *times.as_metrics()]   # every rank's memory (a leak shows here) and times
+    figures = torch.zeros(len(keys), world, dtype=torch.float64)
     release_freed_memory()   # what the last epoch's evaluation and checkpoint freed is not held
-    figures[:, rank] = torch.tensor(memory.report(), dtype=torch.float64)
+    figures[:, rank] = torch.tensor([*memory.report(), *times.as_metrics().values()], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(totals)
         dist.all_reduce(figures)
-    metrics = {f"worker{r}/{key}": round(figures[i, r].item(), 1)
-               for i, key in enumerate(MEMORY_KEYS) for r in range(world)}
+    metrics = {f"worker{r}/{key}": round(figures[i, r].item(), 2)
+               for i, key in enumerate(keys) for r in range(world)}
     if wm.device.type == "cuda":
         metrics["gpu/max_memory_mb"] = torch.cuda.max_memory_allocated(wm.device) / 2**20
     metrics.update({

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hamur_dist.config import ExperimentConfig, from_dict, to_dict
 from hamur_dist.config_loader import ConfigError
+from hamur_dist.console import LOG_FILE, ray_logging_to, show_worker_output
 from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest
 from hamur_dist.data.batches import InputDataError, locate_bad_row
 from hamur_dist.ray_connection import ray_cluster
@@ -76,8 +77,10 @@ def _count_events(run_dir: Path, text: str) -> int:
     return sum(text in line for line in path.read_text().splitlines()) if path.is_file() else 0
 
 
-def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, callbacks=()) -> TrainResult:
-    """Run one training; ``callbacks``: extra Ray Train ``UserCallback``s (Tune passes its report forwarder)."""
+def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, callbacks=(),
+          verbose: bool = False) -> TrainResult:
+    """Run one training; ``callbacks``: extra Ray Train ``UserCallback``s (Tune passes its report forwarder).
+    Ray's own output goes to ``RUN_DIR/ray.log``; ``verbose`` shows it on the console as well."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -101,7 +104,8 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
     log(f"[hamur] run {name}: {cfg.train.num_workers} workers x batch {cfg.data.batch_size} "
         f"= global batch {cfg.train.num_workers * cfg.data.batch_size}; run dir {run_dir}")
 
-    with ray_cluster(cfg.ray, log):
+    ray_log = run_dir / LOG_FILE
+    with ray_logging_to(ray_log, verbose), ray_cluster(cfg.ray, log), show_worker_output(ray_log, verbose):
         import ray.data
 
         ctx = ray.data.DataContext.get_current()

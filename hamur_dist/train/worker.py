@@ -17,12 +17,13 @@ import torch
 from hamur_dist.config import ExperimentConfig, from_dict
 from hamur_dist.data.batches import BatchCollator, InputDataError
 from hamur_dist.data.manifest import load_manifest
-from hamur_dist.metrics import flat_metrics, fmt, markdown_table
+from hamur_dist.metrics import flat_metrics, fmt
 from hamur_dist.train import resume
 from hamur_dist.train.loop_state import LoopState, run_epochs
 from hamur_dist.train.memory import MemoryMonitor
 from hamur_dist.train.outputs import RunOutputs, append_event
-from hamur_dist.train.steps import evaluate, rank_and_world, say, train_epoch
+from hamur_dist.console import detail, say
+from hamur_dist.train.steps import evaluate, rank_and_world, train_epoch
 from hamur_dist.train.watchdog import StallWatchdog
 from hamur_dist.train.worker_model import WorkerModel
 
@@ -31,9 +32,11 @@ def shard_batches(cfg: ExperimentConfig, split: str, collate: BatchCollator, dev
     """This worker's batches of ``split`` for one pass (a local shuffle buffer for train, if configured)."""
     import ray.train
 
+    from hamur_dist.data.ray_datasets import arrow_collate
+
     training = split == "train"
     kwargs = dict(batch_size=cfg.data.batch_size if training else cfg.data.eval_batch_size,
-                  collate_fn=collate, prefetch_batches=2, device="cpu", pin_memory=device.type == "cuda")
+                  collate_fn=arrow_collate(collate), prefetch_batches=2, device="cpu", pin_memory=device.type == "cuda")
     if training and cfg.data.local_shuffle_buffer > 0:
         kwargs.update(local_shuffle_buffer_size=cfg.data.local_shuffle_buffer,
                       local_shuffle_seed=cfg.train.seed + epoch)   # a fixed seed mixes alike every epoch
@@ -122,7 +125,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             outputs.log_epoch(row)
             say(epoch_line(epoch, row, improved))
-            say(memory_line(epoch, row, world))
+            detail(memory_line(epoch, row, world))
         # An improved epoch is always saved: the test runs on the best epoch's checkpoint.
         save_now = improved or (epoch + 1) % cfg.checkpoint.every_epochs == 0 or stopping
         with watch.doing("reporting the epoch (checkpoint)"):
@@ -147,8 +150,6 @@ def train_loop_per_worker(config: dict) -> None:
         outputs.close()
         with best_checkpoint.as_directory() if best_checkpoint is not None else contextlib.nullcontext(None) as d:
             wm.export_artifact(run_dir / "model", cfg, d)
-        say("[hamur] test metrics (best weights):")
-        say(markdown_table(test))
     best_auc = state.best.auc if state.best.auc != -math.inf else float("nan")
     row = {"epoch": state.last_epoch, "final": 1, **flat_metrics(test, "test"), "best_epoch": state.best.epoch,
            "val/auc": best_auc}
@@ -169,5 +170,5 @@ def memory_line(epoch: int, row: dict, world: int) -> str:
         return (f"rank {r} {figure('rss')}/{figure('peak_rss')} ({figure('private_rss')}/{figure('private_peak_rss')}"
                 f" + {figure('shared_rss')}, {figure('store_rss')})")
 
-    return (f"[hamur] epoch {epoch}: worker memory MB, RSS now/peak (private now/epoch peak + shared, "
+    return (f"epoch {epoch}: worker memory MB, RSS now/peak (private now/epoch peak + shared, "
             "of it object store): " + ", ".join(rank(r) for r in range(world)))

@@ -4,6 +4,8 @@ The first run (one epoch, 2 workers) and the tests that only read it are the fas
 check; the tests that start more runs are in the full tier (``slow``)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -19,11 +21,27 @@ RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)?\(\w+ pid=\d+")
 
 @pytest.fixture(scope="module")
 def first_run(ray_session, tiny_dataset, tmp_path_factory):
-    """One epoch, 2 workers; Ray's checkpoints go to a URI storage (file://), hamur's files to a folder."""
+    """One epoch, 2 workers; Ray's checkpoints go to a URI storage (file://), hamur's files to a folder.
+    What the run shows on the console is kept in ``root/console.txt``."""
     root = tmp_path_factory.mktemp("runs")
     cfg = small_experiment(tiny_dataset, f"file://{root / 'bucket'}", "train.epochs=1", "run.name=r1",
-                           f"run.files_path={root / 'files'}")
-    return train(cfg, log=lambda *_: None), root
+                           f"run.files_path={root / 'files'}", "train.log_every_steps=1")
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        result = train(cfg, log=lambda *_: None)
+    (root / "console.txt").write_text(console.getvalue())
+    return result, root
+
+
+def test_the_console_shows_our_lines_and_ray_output_goes_to_the_run_log(first_run):
+    result, root = first_run
+    shown = (root / "console.txt").read_text()
+    assert re.search(r"^\[hamur\] epoch 0: train loss [0-9.]+, [0-9,]+ samples/s, val AUC 0\.\d+ \(d0 ", shown, re.M), shown
+    assert re.search(r"^\[hamur\] epoch 0: [0-9,]+/6,000 samples, loss ", shown, re.M), shown   # progress
+    for noise in ("TrainingReport", "Warning", "WARNING", "pid=", "find_unused_parameters", "[hamur:"):
+        assert noise not in shown, f"{noise!r} on the console:\n{shown}"
+    log = (result.run_dir / "ray.log").read_text()
+    assert "TrainingReport" in log and "[hamur:detail] epoch 0: worker memory MB" in log
 
 
 def test_run_writes_every_output_and_learns(first_run, tiny_dataset):
