@@ -13,12 +13,13 @@ class GroupBatchNorm(nn.BatchNorm1d):
 
     A domain's slice of a batch can hold one row or none. Training-mode statistics of one row are
     undefined (torch raises), so such a row is normalised with the running statistics, which are
-    left untouched; an empty group passes through. Everything else is plain BatchNorm1d.
+    left untouched; an empty group passes through (through the affine parameters, so that they are
+    in the step's graph: see ``routing``). Everything else is plain BatchNorm1d.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == 0:
-            return x
+            return x if self.weight is None else x * self.weight + self.bias
         if self.training and x.shape[0] == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 training=False, momentum=0.0, eps=self.eps)

@@ -1,8 +1,10 @@
 """Routing rows to their domain's parameters without a Python loop over samples.
 
 The batch is reordered once so that each domain's rows are contiguous; per-domain parameters then
-run on one slice (a view) per domain, and a domain with no rows in the batch is skipped. The
-logits are put back in the caller's order at the end.
+run on one slice (a view) per domain. A domain with no rows in the batch is skipped at evaluation;
+in training it runs on its empty slice, so every parameter is in every step's graph (with a zero
+gradient) and DDP need not search for unused parameters each step. The logits are put back in the
+caller's order at the end.
 """
 from __future__ import annotations
 
@@ -38,13 +40,16 @@ class DomainLayout:
         """Sorted order -> the caller's order."""
         return torch.empty_like(y).index_copy(0, self.perm, y)
 
-    def groups(self, *tensors: torch.Tensor):
-        """Yield ``(d, slices...)`` for each domain present; tensors are in sorted order."""
+    def groups(self, *tensors: torch.Tensor, include_empty: bool = False):
+        """Yield ``(d, slices...)`` for each domain present (every domain with ``include_empty``);
+        tensors are in sorted order."""
         parts = [t.split(self.counts) for t in tensors]
         for d, n in enumerate(self.counts):
-            if n:
+            if n or include_empty:
                 yield (d, *(p[d] for p in parts))
 
     def per_domain(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
-        """``fn(d, *slices)`` on every domain present, concatenated back in sorted order."""
-        return torch.cat([fn(d, *slices) for d, *slices in self.groups(*tensors)], dim=0)
+        """``fn(d, *slices)`` on every domain present (every domain when gradients are recorded),
+        concatenated back in sorted order."""
+        groups = self.groups(*tensors, include_empty=torch.is_grad_enabled())
+        return torch.cat([fn(d, *slices) for d, *slices in groups], dim=0)

@@ -112,3 +112,15 @@ def test_reference_mode_matches_an_explicit_run_all_towers_then_select():
         outs = [model._tower(d, x, inst) for d in range(3)]
         want = torch.stack([outs[int(d)][i] for i, d in enumerate(domain)])
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize("name,hamur", ALL)
+def test_a_batch_of_one_domain_gives_every_parameter_a_gradient(name, hamur, mode):
+    """What lets DDP run without searching the graph for unused parameters every step: a domain
+    absent from the batch still puts its parameters in the graph (with zero gradients)."""
+    torch.manual_seed(0)
+    model = build_model(_cfg(name, mode=mode, hamur=hamur), SCHEMA).train()
+    sparse, dense, _ = random_batch(SCHEMA, 8)
+    model(sparse, dense, torch.zeros(8, dtype=torch.long)).sum().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
