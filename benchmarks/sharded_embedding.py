@@ -4,6 +4,8 @@ One synthetic table, ``--features`` sparse columns per sample all looking it up,
 (log-uniform rank, hashed so hot ids scatter over the id space). Each step: lookup, backward of a
 dummy loss, update. Row-wise: one all-to-all exchange per step, then the row-sparse optimiser.
 Replicated: ``nn.Embedding`` with dense gradients all-reduced (what DDP does) and the dense optimiser.
+Replicated-sparse: the whole table on every worker, local lookups, the touched rows' gradients
+exchanged after backward and the row-sparse optimiser (``--case replicated_sparse``).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sharded_embedding.py --rows 50000000 --case row_wise
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sharded_embedding.py --rows 5000000 --case both
@@ -54,6 +56,8 @@ def worst_case_bytes(case: str, rows: int, dim: int, world: int, optimizer: str)
         per_worker = table * (2 + (2 if optimizer == "adam" else 1))
         return per_worker * world
     state = table * (2 if optimizer == "adam" else 1) + (rows * 4 if optimizer == "adam" else 0)
+    if case == "replicated_sparse":                # weights + sparse state, per worker
+        return (table + state + 300 * 1024**2) * world
     return table + state + world * 300 * 1024**2   # plus interpreter + torch per process
 
 
@@ -86,7 +90,7 @@ def bench_worker(rank: int, world: int, port: int, case: str, args, out_dir: str
     t0 = time.perf_counter()
     emb = ShardedEmbeddingCollection(specs, plan, rank, world, device=device, init_seed=1)
     init_s = time.perf_counter() - t0
-    if case == "row_wise":
+    if case != "replicated":
         sparse_opt = SparseRowOptimizer(emb, args.optimizer, lr=1e-3)
         dense_opt = None
     else:
@@ -118,7 +122,7 @@ def bench_worker(rank: int, world: int, port: int, case: str, args, out_dir: str
         sync()
         t_bwd = time.perf_counter()
         extra_comm = 0.0
-        if case == "row_wise":
+        if case != "replicated":
             sparse_opt.step()
         else:
             grad = emb.tables["f0"].weight.grad
@@ -204,12 +208,13 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=8, help="untimed first steps (cold: first touch of rows)")
     p.add_argument("--distinct-batches", type=int, default=8)
     p.add_argument("--optimizer", choices=["adam", "adagrad"], default="adagrad")
-    p.add_argument("--case", choices=["row_wise", "replicated", "both"], default="both")
+    p.add_argument("--case", choices=["row_wise", "replicated", "replicated_sparse", "both", "all"], default="both")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--max-total-gb", type=float, default=8.0)
     p.add_argument("--json", help="also write all results to this file")
     args = p.parse_args()
-    cases = ["row_wise", "replicated"] if args.case == "both" else [args.case]
+    cases = {"both": ["row_wise", "replicated"], "all": ["row_wise", "replicated_sparse", "replicated"]}.get(
+        args.case, [args.case])
     everything = []
     for case in cases:
         results = run_case(case, args)

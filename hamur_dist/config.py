@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from hamur_dist import config_loader
 from hamur_dist.config_loader import ConfigError
@@ -45,11 +45,35 @@ class DataConfig:
 
 @dataclass
 class EmbeddingConfig:
-    sharding: Literal["auto", "replicated", "row_wise", "table_wise"] = "replicated"
-    overrides: dict[str, str] = field(default_factory=dict)   # table name -> scheme
-    auto_row_wise_min_rows: int = 1_000_000                   # auto: tables at least this big go row-wise
+    """How embedding tables are placed and updated (``hamur_dist.embedding.planner`` has the cost model).
+    Modes: ``replicated`` (dense update), ``replicated_sparse``, ``row_wise``, ``table_wise``; ``auto``
+    picks one per table."""
+    MODES: ClassVar[tuple[str, ...]] = ("replicated", "replicated_sparse", "row_wise", "table_wise")
+
+    sharding: Literal["auto", "replicated", "replicated_sparse", "row_wise", "table_wise"] = "auto"
+    overrides: dict[str, str] = field(default_factory=dict)   # table name -> mode; wins over sharding
+    replicated_max_mb: float = 1024.0           # auto: per-worker budget for replicated tables (weights +
+                                                # optimiser state); tables beyond it go row-wise
+    dense_rows_factor: float = 4.0              # auto: dense update when rows <= this x rows touched per step
+    auto_row_wise_min_rows: int | None = None   # auto: tables at least this big go row-wise regardless
     sparse_optimizer: Literal["adam", "adagrad"] = "adam"
     sparse_lr: float | None = None                            # default: train.lr
+
+    def validate(self) -> None:
+        if self.sharding not in ("auto",) + self.MODES:
+            raise ConfigError(f"embedding.sharding: {self.sharding!r} is not one of {['auto', *self.MODES]}")
+        for name, mode in self.overrides.items():
+            if mode not in self.MODES:
+                raise ConfigError(f"embedding.overrides.{name}: {mode!r} is not one of {list(self.MODES)}")
+        if not self.replicated_max_mb >= 0:
+            raise ConfigError(f"embedding.replicated_max_mb must be >= 0, got {self.replicated_max_mb}")
+        if not self.dense_rows_factor >= 0:
+            raise ConfigError(f"embedding.dense_rows_factor must be >= 0, got {self.dense_rows_factor}")
+        if self.auto_row_wise_min_rows is not None and self.auto_row_wise_min_rows < 1:
+            raise ConfigError(f"embedding.auto_row_wise_min_rows must be >= 1 or null, "
+                              f"got {self.auto_row_wise_min_rows}")
+        if self.sparse_lr is not None and not self.sparse_lr > 0:
+            raise ConfigError(f"embedding.sparse_lr must be > 0 or null, got {self.sparse_lr}")
 
 
 @dataclass
@@ -65,7 +89,8 @@ class TrainConfig:
     epochs: int = 10
     patience: int = 3                   # epochs without a better overall val AUC before stopping; 0 = off
     seed: int = 2022
-    log_every_steps: int = 50
+    log_every_steps: int = 50           # rank 0's progress for the console: at least every this many steps
+                                        # and every second; 0 = off
     max_steps_per_epoch: int = 0        # 0 = whole epoch; >0 only for smoke tests
     fail_at_step: int = -1              # fault injection: rank 0 exits its process once at this global step
     collective_timeout_s: int = 600     # every process group (DDP's, the sharded tables'): a collective

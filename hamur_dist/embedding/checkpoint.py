@@ -2,8 +2,8 @@
 
 Each worker writes ``shard-rank{r}-of{w}.pt`` (``hamur_dist.fileio``: temp file + rename, so a reader never sees
 half a file) holding, per table, the ids ``[row_start, row_end)`` it owns, those rows, and the
-sparse optimiser state of those rows. Replicated tables are written once, by rank 0, without
-optimiser state (the dense optimiser owns theirs). A checkpoint is thus a set of row ranges per
+sparse optimiser state of those rows. Replicated tables are written once, by rank 0: dense-update
+ones without optimiser state (the dense optimiser owns theirs), replicated-sparse ones with it. A checkpoint is thus a set of row ranges per
 table; loading copies, for each table, the saved ranges that overlap the rows the loading worker
 holds under the current plan, so any saved world size loads into any current one (2 -> 1, 1 -> 3,
 ...) and ``assemble_full_state`` rebuilds full tables for a single-process ``EmbeddingCollection``.
@@ -54,9 +54,10 @@ def save_shard(collection: ShardedEmbeddingCollection, optimizer: SparseRowOptim
         if end == start:
             continue
         state = None
-        if optimizer is not None and placed.is_sharded:
+        if optimizer is not None and placed.is_sparse:
             state = {k: _compact(v) for k, v in optimizer.table_state(spec.name).items()}
-        tables[spec.name] = {"scheme": placed.scheme, "num_rows": spec.num_rows, "dim": spec.dim,
+        tables[spec.name] = {"scheme": placed.scheme, "update": placed.update,
+                             "num_rows": spec.num_rows, "dim": spec.dim,
                              "row_start": start, "row_end": end,
                              "weight": _compact(collection.local_table(spec.name)),
                              "optimizer": state}
@@ -150,7 +151,7 @@ def load_shards(collection: ShardedEmbeddingCollection, optimizer: SparseRowOpti
                              f"the model's is {spec.num_rows} x {spec.dim}")
         start, _ = collection.local_row_range(spec.name)
         target = collection.local_table(spec.name)
-        wants_state = optimizer is not None and spec.name in collection.sharded_table_names()
+        wants_state = optimizer is not None and spec.name in collection.sparse_table_names()
         state = optimizer.table_state(spec.name) if wants_state else {}
         for _, entry in entries:
             _copy_overlap(target, start, entry["weight"], entry["row_start"])

@@ -1,14 +1,16 @@
 """``ShardedEmbeddingCollection``: ``EmbeddingCollectionInterface`` over tables spread across workers.
 
-Replicated tables are ordinary ``nn.Embedding`` parameters under ``tables.<name>`` (DDP syncs them,
-the dense optimiser updates them). Row-wise and table-wise tables are not parameters at all: each
-worker keeps the rows it owns, for all such tables, in one plain tensor ``local_weight`` (not a
+Dense-update tables (replicated, ``update == "dense"``) are ordinary ``nn.Embedding`` parameters under
+``tables.<name>`` (DDP syncs them, the dense optimiser updates them). Every sparse-update table is not
+a parameter at all: each worker keeps its rows of them in one plain tensor ``local_weight`` (not a
 parameter or buffer, so neither DDP nor ``state_dict`` sees it) that ``SparseRowOptimizer`` updates.
+``local_weight`` holds this rank's row-wise / table-wise rows first, then every replicated-sparse
+table whole, table by table in ``specs`` order.
 
-Global row space. The sharded rows of all tables are numbered in one space: rank 0's local rows
-first, then rank 1's, and so on; inside a rank, table by table in ``specs`` order. A (table, id)
-pair maps to ``fused = id + offset[table][owner]``. Sorting the fused ids therefore groups them by
-owner, so one ``torch.unique`` both deduplicates a batch and orders it for the all-to-all.
+Global row space (sharded tables). The sharded rows of all tables are numbered in one space: rank 0's
+local rows first, then rank 1's, and so on; inside a rank, table by table in ``specs`` order. A
+(table, id) pair maps to ``fused = id + offset[table][owner]``. Sorting the fused ids therefore
+groups them by owner, so one ``torch.unique`` both deduplicates a batch and orders it for the all-to-all.
 
 Forward, per batch (one exchange for all sharded tables together):
 1. fused ids of every sharded column, ``torch.unique`` -> sorted unique ids + inverse;
@@ -16,46 +18,40 @@ Forward, per batch (one exchange for all sharded tables together):
 3. each owner gathers the asked-for rows from ``local_weight``;
 4. all-to-all of the rows back (``exchange_rows``, autograd-aware), ``rows[inverse]``.
 Backward sends the row gradients to the owners, who keep them (with the local row index) until
-``SparseRowOptimizer.step`` sums duplicates and updates those rows. forward is a collective: every
-rank calls it the same number of times, and runs backward through it, even with an empty batch.
+``SparseRowOptimizer.step`` sums duplicates and updates those rows. With sharded tables forward is a
+collective: every rank calls it the same number of times, and runs backward through it, even with an
+empty batch. Replicated-sparse tables are looked up locally (no exchange in forward); their touched
+rows' gradients are exchanged in ``coalesced_grads`` (``all_gather_row_sums``), which is then a
+collective too, and every rank applies the same summed gradients, so the replicas stay identical.
 
-Gradient scale: by default the gradients of sharded rows are divided by the world size, the same
-averaging DDP applies to replicated tables, so a table trains the same whichever scheme holds it.
+Gradient scale: by default the gradients of sparse rows are divided by the world size, the same
+averaging DDP applies to dense tables, so a table trains the same whichever scheme holds it.
 """
 from __future__ import annotations
-
-import zlib
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from hamur_dist.embedding.exchange import Exchanger, exchange_rows
+from hamur_dist.embedding.exchange import Exchanger, all_gather_row_sums, exchange_rows
+from hamur_dist.embedding.init_rows import INIT_CHUNK_ROWS, init_rows
 from hamur_dist.embedding.planner import ShardingPlan, TablePlacement
 from hamur_dist.model.embedding import EmbeddingCollectionInterface, TableSpec
 
-INIT_CHUNK_ROWS = 1 << 16
+__all__ = ["ShardedEmbeddingCollection", "init_rows", "INIT_CHUNK_ROWS"]
 
 
-def init_rows(out: torch.Tensor, table: str, row_start: int, std: float, seed: int) -> None:
-    """Fill ``out`` with rows ``row_start..`` of ``table``'s N(0, std) initialisation.
-
-    Rows are drawn in fixed chunks, each from its own generator seeded by (seed, table, chunk), so a
-    row gets the same value whichever worker holds it and whatever the world size.
-    """
-    end = row_start + out.shape[0]
-    first, last = row_start // INIT_CHUNK_ROWS, (end - 1) // INIT_CHUNK_ROWS
-    gen = torch.Generator(device=out.device)
-    for chunk in range(first, last + 1):
-        gen.manual_seed((seed * 1_000_003 + zlib.crc32(table.encode()) * 8_191 + chunk) % (2**63))
-        lo = chunk * INIT_CHUNK_ROWS
-        values = torch.empty(INIT_CHUNK_ROWS, out.shape[1], device=out.device).normal_(0.0, std, generator=gen)
-        a, b = max(lo, row_start), min(lo + INIT_CHUNK_ROWS, end)
-        out[a - row_start:b - row_start] = values[a - lo:b - lo]
+def _check_ids(ids: torch.Tensor, tables: list[TablePlacement], num_rows: torch.Tensor) -> None:
+    bad = (ids < 0) | (ids >= num_rows)
+    if bool(bad.any()):
+        j = int(bad.any(dim=0).nonzero()[0])
+        value = int(ids[:, j][bad[:, j]][0])
+        raise ValueError(f"table '{tables[j].name}': id {value} outside [0, {tables[j].num_rows})")
 
 
 class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
-    """Replicated, row-wise and table-wise tables behind the interface models use (module docstring)."""
+    """Dense-replicated, replicated-sparse, row-wise and table-wise tables behind the interface models
+    use (module docstring)."""
 
     def __init__(self, specs: list[TableSpec], plan: ShardingPlan, rank: int, world_size: int,
                  init_std: float = 1e-2, process_group=None, device: str | torch.device = "cpu",
@@ -85,14 +81,16 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
         placements = [plan.placement(s.name) for s in specs]
         self.tables = nn.ModuleDict()
         for p in placements:
-            if not p.is_sharded:
+            if not p.is_sparse:
                 table = nn.Embedding(p.num_rows, p.dim, device=self.device)
                 with torch.no_grad():
                     init_rows(table.weight, p.name, 0, init_std, seed)
                 self.tables[p.name] = table
-        self._replicated_cols = [i for i, p in enumerate(placements) if not p.is_sharded]
+        self._dense_cols = [i for i, p in enumerate(placements) if not p.is_sparse]
         self._sharded_cols = [i for i, p in enumerate(placements) if p.is_sharded]
         self._sharded: list[TablePlacement] = [placements[i] for i in self._sharded_cols]
+        self._replicated_cols = [i for i, p in enumerate(placements) if p.is_sparse and not p.is_sharded]
+        self._replicated: list[TablePlacement] = [placements[i] for i in self._replicated_cols]
 
         # Local layout of every rank, so each rank can compute any id's place in the global row space.
         rows_on = [[p.rows_on(r) for p in self._sharded] for r in range(world_size)]
@@ -111,34 +109,52 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
         self._fused_offset = torch.tensor(offsets, dtype=torch.int64, device=self.device).reshape(-1, world_size)
         self._rank_ends = torch.tensor(self._rank_base[1:], dtype=torch.int64, device=self.device)
         self._num_rows = torch.tensor([p.num_rows for p in self._sharded], dtype=torch.int64, device=self.device)
+        # replicated-sparse tables after this rank's sharded rows
+        self._replicated_base = end = rank_rows[rank]
+        for p in self._replicated:
+            self._local_base[p.name], end = end, end + p.num_rows
+        self._replicated_offset = torch.tensor([self._local_base[p.name] for p in self._replicated],
+                                               dtype=torch.int64, device=self.device)
+        self._replicated_rows = torch.tensor([p.num_rows for p in self._replicated], dtype=torch.int64,
+                                             device=self.device)
 
-        self.local_weight = torch.empty(rank_rows[rank], self.dim, device=self.device)
-        for p in self._sharded:
+        self.local_weight = torch.empty(end, self.dim, device=self.device)
+        for p in self._sharded + self._replicated:
             if p.rows_on(rank):
                 init_rows(self.local_table(p.name), p.name, p.row_range(rank)[0], init_std, seed)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []   # (local rows, their leaf with .grad)
 
     # ----- EmbeddingCollectionInterface -----
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """A collective: see the module docstring."""
+        """A collective when some table is sharded: see the module docstring."""
         if ids.dtype != torch.int64:
             raise ValueError(f"expected int64 ids, got {ids.dtype}")
         ids = ids.to(self.device)
         columns: list[torch.Tensor | None] = [None] * len(self.specs)
-        for i in self._replicated_cols:
+        for i in self._dense_cols:
             columns[i] = self.tables[self.specs[i].name](ids[:, i])
-        if self._sharded:
-            looked_up = self._lookup_sharded(ids[:, self._sharded_cols])
-            for j, i in enumerate(self._sharded_cols):
-                columns[i] = looked_up[:, j]
+        for cols, lookup in ((self._sharded_cols, self._lookup_sharded),
+                             (self._replicated_cols, self._lookup_replicated)):
+            if cols:
+                looked_up = lookup(ids[:, cols])
+                for j, i in enumerate(cols):
+                    columns[i] = looked_up[:, j]
         return torch.stack(columns, dim=1)
 
+    def _keep_for_backward(self, local_rows: torch.Tensor, rows: torch.Tensor) -> None:
+        if torch.is_grad_enabled():
+            rows.requires_grad_()
+            self._pending.append((local_rows, rows))
+
+    def _lookup_replicated(self, ids: torch.Tensor) -> torch.Tensor:
+        _check_ids(ids, self._replicated, self._replicated_rows)
+        unique, inverse = torch.unique(ids + self._replicated_offset, sorted=True, return_inverse=True)
+        rows = self.local_weight.index_select(0, unique)
+        self._keep_for_backward(unique, rows)
+        return rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, self.dim)
+
     def _lookup_sharded(self, ids: torch.Tensor) -> torch.Tensor:
-        bad = (ids < 0) | (ids >= self._num_rows)
-        if bool(bad.any()):
-            j = int(bad.any(dim=0).nonzero()[0])
-            value = int(ids[:, j][bad[:, j]][0])
-            raise ValueError(f"table '{self._sharded[j].name}': id {value} outside [0, {self._sharded[j].num_rows})")
+        _check_ids(ids, self._sharded, self._num_rows)
         fused = torch.empty_like(ids)
         for j, p in enumerate(self._sharded):
             if p.scheme == "row_wise":
@@ -155,35 +171,44 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
         asked = self.exchanger.all_to_all(unique, wanted, owned)
         local_rows = asked - self._rank_base[self.rank]
         rows = self.local_weight.index_select(0, local_rows)     # index_select: fastest gather on CPU
-        if torch.is_grad_enabled():
-            rows.requires_grad_()
-            self._pending.append((local_rows, rows))
+        self._keep_for_backward(local_rows, rows)
         unique_rows = exchange_rows(rows, self.exchanger, owned, wanted, self.grad_scale)
         # index_select's backward is index_add_ (cheaper than advanced indexing's index_put_ with accumulate)
         return unique_rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, self.dim)
 
-    # ----- sharded-row gradients (consumed by SparseRowOptimizer) -----
+    # ----- sparse-row gradients (consumed by SparseRowOptimizer) -----
     def coalesced_grads(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(sorted unique local rows, summed gradient rows) of every lookup with a backward since
-        the last ``clear_grads``. Rows looked up only without backward are not included."""
+        the last ``clear_grads``. Rows looked up only without backward are not included. With
+        replicated-sparse tables and more than one worker this is a collective (it exchanges their
+        rows' gradients): every rank must call it the same number of times."""
         done = [(rows, leaf.grad) for rows, leaf in self._pending if leaf.grad is not None]
-        if not done:
-            return (torch.empty(0, dtype=torch.int64, device=self.device),
-                    torch.empty(0, self.dim, device=self.device))
-        rows = torch.cat([r for r, _ in done])
-        grads = torch.cat([g for _, g in done])
-        unique, inverse = torch.unique(rows, sorted=True, return_inverse=True)
-        summed = torch.zeros(unique.numel(), self.dim, dtype=grads.dtype, device=self.device)
-        return unique, summed.index_add_(0, inverse, grads)
+        if done:
+            rows = torch.cat([r for r, _ in done])
+            grads = torch.cat([g for _, g in done])
+            unique, inverse = torch.unique(rows, sorted=True, return_inverse=True)
+            summed = torch.zeros(unique.numel(), self.dim, dtype=grads.dtype, device=self.device)
+            summed.index_add_(0, inverse, grads)
+        else:
+            unique = torch.empty(0, dtype=torch.int64, device=self.device)
+            summed = torch.empty(0, self.dim, dtype=self.local_weight.dtype, device=self.device)
+        if not self._replicated or self.world_size == 1:
+            return unique, summed
+        split = int(torch.searchsorted(unique, self._replicated_base))
+        # the replicated region starts at a different local row on each rank: exchange offsets into it
+        rep_rows, rep_grads = all_gather_row_sums(self.exchanger, unique[split:] - self._replicated_base,
+                                                  summed[split:], self.grad_scale)
+        return torch.cat([unique[:split], rep_rows + self._replicated_base]), torch.cat([summed[:split], rep_grads])
 
     def clear_grads(self) -> None:
         self._pending.clear()
 
     def sparse_grads(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per sharded table on this rank: (global ids, gradient rows), for tests and debugging."""
+        """Per sparse table on this rank: (global ids, gradient rows), for tests and debugging
+        (``coalesced_grads``: a collective with replicated-sparse tables)."""
         rows, grads = self.coalesced_grads()
         out = {}
-        for p in self._sharded:
+        for p in self._sharded + self._replicated:
             base, (start, end) = self._local_base[p.name], p.row_range(self.rank)
             mask = (rows >= base) & (rows < base + end - start)
             out[p.name] = (rows[mask] - base + start, grads[mask])
@@ -191,21 +216,30 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
 
     # ----- layout, state, memory -----
     def sharded_table_names(self) -> list[str]:
+        """Row-wise and table-wise tables."""
         return [p.name for p in self._sharded]
 
+    def sparse_table_names(self) -> list[str]:
+        """Every table held in ``local_weight`` (sharded or replicated-sparse), in ``specs`` order."""
+        return [s.name for s in self.specs if s.name in self._local_base]
+
     def sharded_parameter_names(self) -> list[str]:
-        """``EmbeddingCollection`` state-dict keys this module holds sharded (not as parameters:
-        ``self.parameters()`` and DDP never see them)."""
+        """``EmbeddingCollection`` state-dict keys of the row-wise and table-wise tables."""
         return [f"tables.{name}.weight" for name in self.sharded_table_names()]
+
+    def sparse_parameter_names(self) -> list[str]:
+        """``EmbeddingCollection`` state-dict keys this module holds outside parameters
+        (``self.parameters()``, ``state_dict()`` and DDP never see them)."""
+        return [f"tables.{name}.weight" for name in self.sparse_table_names()]
 
     def local_row_range(self, name: str) -> tuple[int, int]:
         """The ids ``[start, end)`` of table ``name`` held on this rank (all of them if replicated)."""
         return self.plan.placement(name).row_range(self.rank)
 
     def local_slice(self, name: str) -> slice:
-        """Where table ``name``'s local rows sit in ``local_weight`` (sharded tables only)."""
+        """Where table ``name``'s local rows sit in ``local_weight`` (sparse-update tables only)."""
         if name not in self._local_base:
-            raise KeyError(f"table '{name}' is not sharded (sharded tables: {self.sharded_table_names()})")
+            raise KeyError(f"table '{name}' is updated densely (sparse tables: {self.sparse_table_names()})")
         start, end = self.local_row_range(name)
         return slice(self._local_base[name], self._local_base[name] + end - start)
 
@@ -216,7 +250,7 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
         return self.local_weight[self.local_slice(name)]
 
     def local_bytes(self) -> int:
-        """Bytes of embedding tables this worker holds (its shards plus the replicated tables)."""
+        """Bytes of embedding tables this worker holds (``local_weight`` plus the dense tables)."""
         replicated = sum(t.weight.numel() * t.weight.element_size() for t in self.tables.values())
         return self.local_weight.numel() * self.local_weight.element_size() + replicated
 
@@ -240,6 +274,7 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
         self.local_weight = fn(self.local_weight)
         self._fused_offset, self._rank_ends, self._num_rows = (
             fn(self._fused_offset), fn(self._rank_ends), fn(self._num_rows))
+        self._replicated_offset, self._replicated_rows = fn(self._replicated_offset), fn(self._replicated_rows)
         self.device = self.exchanger.device = self.local_weight.device
         self.dim = self.local_weight.shape[1]
         self._pending.clear()
@@ -247,4 +282,5 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
 
     def extra_repr(self) -> str:
         return (f"rank={self.rank}, world_size={self.world_size}, sharded={self.sharded_table_names()}, "
+                f"replicated_sparse={[p.name for p in self._replicated]}, "
                 f"local_rows={self.local_weight.shape[0]:,}")

@@ -5,6 +5,7 @@ single worker and counters for the benchmark (bytes sent to other workers, secon
 ``exchange_rows`` is the autograd-aware step: forward sends looked-up rows from their owners back
 to the workers that asked for them, backward sends the gradients of those rows to the owners the
 same way, so every worker must run backward through it once per forward (it is a collective).
+``all_gather_row_sums`` sums the touched rows' gradients of replicated-sparse tables over the workers.
 """
 from __future__ import annotations
 
@@ -75,3 +76,30 @@ def exchange_rows(rows: torch.Tensor, exchanger: Exchanger, owned_splits: list[i
     """Owners -> requesters: ``rows`` holds ``owned_splits[r]`` rows asked for by rank ``r``; the result
     holds ``wanted_splits[r]`` rows owned by rank ``r``. Gradients travel back, times ``grad_scale``."""
     return _ExchangeRows.apply(rows, exchanger, owned_splits, wanted_splits, grad_scale)
+
+
+def all_gather_row_sums(exchanger: Exchanger, rows: torch.Tensor, grads: torch.Tensor,
+                        scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replicated-sparse gradients: each rank gives its (unique, sorted row ids, gradient rows); every
+    rank gets back the same (sorted union of the ids, sum of their gradients over the ranks x scale).
+
+    A collective (two all-to-alls: counts, then ids and gradients in one message), even with no rows.
+    Every rank receives the same bytes in rank order and adds them rank by rank; inside one rank's
+    part the ids are unique, so no row takes two adds in one ``index_add_`` (atomics on GPU) and the
+    sums are bitwise the same on every rank: the replicas stay identical.
+    """
+    world, n = exchanger.world_size, rows.numel()
+    counts = exchanger.exchange_counts(torch.full((world,), n, dtype=torch.int64, device=rows.device)).tolist()
+    width = 8 // grads.element_size()      # int64 ids ride bit for bit in `width` gradient-typed columns
+    payload = torch.cat([rows.contiguous().view(grads.dtype).view(n, width), grads], dim=1)
+    got = exchanger.all_to_all(payload.repeat(world, 1), [n] * world, counts)
+    ids = got[:, :width].contiguous().view(torch.int64).view(-1)
+    union, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+    summed = torch.zeros(union.numel(), grads.shape[1], dtype=grads.dtype, device=grads.device)
+    start = 0
+    for count in counts:
+        summed.index_add_(0, inverse[start:start + count], got[start:start + count, width:])
+        start += count
+    if scale != 1.0:
+        summed.mul_(scale)
+    return union, summed

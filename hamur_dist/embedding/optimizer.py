@@ -1,4 +1,5 @@
-"""Row-sparse Adagrad and Adam for the sharded rows of a ``ShardedEmbeddingCollection``.
+"""Row-sparse Adagrad and Adam for the sparse-update rows of a ``ShardedEmbeddingCollection``
+(row-wise, table-wise and replicated-sparse tables: everything in its ``local_weight``).
 
 Only the rows looked up (with a backward) since the last step are read or written; a step costs
 O(touched rows), never O(table). State is kept per local row, so it shards with the table:
@@ -14,7 +15,8 @@ O(touched rows), never O(table). State is kept per local row, so it shards with 
 
 Weight decay (touched rows only): by default L2, ``g += weight_decay * w`` before the update like
 torch's Adam/Adagrad; with ``decoupled_weight_decay`` it is AdamW's ``w -= lr * weight_decay * w``.
-Gradients come from the collection (already averaged over workers, see its docstring); ``step``
+Gradients come from the collection (already averaged over workers, see its docstring; with
+replicated-sparse tables on several workers ``step`` is a collective, every rank calls it); ``step``
 consumes them, so gradient accumulation over several forward/backward passes works as with dense.
 """
 from __future__ import annotations

@@ -9,7 +9,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hamur_dist.config import ExperimentConfig
 from hamur_dist.config_loader import to_dict
+from hamur_dist.console import say
 from hamur_dist.data.manifest import Manifest
 from hamur_dist.model import build_model, embedding_specs
 from hamur_dist.fileio import atomic_torch_save
@@ -41,30 +41,47 @@ class WorkerModel:
         self.cfg, self.manifest, self.rank, self.world = cfg, manifest, rank, world
         self.device = self._device()
         self.sharded, self.sparse_optimizer = None, None
-        if cfg.embedding.sharding != "replicated" or cfg.embedding.overrides:
-            self.sharded, self.sparse_optimizer = self._sharded_tables()
+        self.sharded, self.sparse_optimizer = self._sharded_tables()
         self.model = build_model(cfg.model, manifest.schema, embedding=self.sharded).to(self.device)
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # Paper-mode routing skips the towers of domains absent from a worker's batch, so the
-            # set of parameters with gradients differs between ranks: DDP must look for them.
-            self.wrapped = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+            # Searching the graph for unused parameters costs every step; needed only for a model
+            # that leaves some parameters out of a step (routing keeps absent domains in the graph).
+            # gradient_as_bucket_view: gradients live in DDP's buckets (no copy in and out each step)
+            self.wrapped = DistributedDataParallel(self.model, device_ids=ids, gradient_as_bucket_view=True,
+                                                   find_unused_parameters=not self._every_parameter_used())
         else:
             self.wrapped = self.model
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.train.precision == "bf16" and self.device.type == "cuda" else contextlib.nullcontext())
 
+    def _every_parameter_used(self) -> bool:
+        """Whether a training step on a batch of one domain gives every parameter a gradient. Every
+        rank runs it (sharded lookups are collectives); it leaves no trace: buffers, RNG, gradients."""
+        batch = self.dummy_batch()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.keep_buffers(enabled=True):
+            self.model.train()
+            logits = self.model(batch["sparse"].to(self.device), batch["dense"].to(self.device),
+                                batch["domain"].to(self.device))
+            logits.float().sum().backward()
+        used = all(p.grad is not None for p in self.model.parameters() if p.requires_grad)
+        self.model.zero_grad(set_to_none=True)
+        self.discard_lookups()
+        return used
+
     def _sharded_tables(self):
-        """Tables split across workers (hamur_dist.embedding); None when every table is replicated."""
+        """Tables split across workers or updated row-sparsely (hamur_dist.embedding); None when every
+        table is replicated with dense updates."""
         from hamur_dist.embedding import ShardedEmbeddingCollection, SparseRowOptimizer, plan_sharding
 
         specs = embedding_specs(self.cfg.model, self.manifest.schema)
-        plan = plan_sharding(specs, self.world, self.cfg.embedding)
-        if not any(plan.placement(s.name).is_sharded for s in specs):
+        plan = plan_sharding(specs, self.world, self.cfg.embedding, batch_size=self.cfg.data.batch_size)
+        if not plan.any_sparse:
             return None, None
         if self.rank == 0:
-            print(f"[hamur] embedding sharding plan:\n{plan.describe()}", file=sys.__stdout__, flush=True)
+            say(f"embedding plan:\n{plan.describe()}")
         # A process group of its own: the lookups' blocking all-to-alls must not interleave with
         # DDP's asynchronous gradient all-reduces on the default group.
         timeout = timedelta(seconds=self.cfg.train.collective_timeout_s)
@@ -150,7 +167,7 @@ class WorkerModel:
         m = self.manifest
         layout = json.dumps({"sparse": [(f.name, f.vocab_size) for f in m.sparse],
                              "dense": [f.name for f in m.dense], "domains": m.domain.num_domains}, sort_keys=True)
-        sharded = self.sharded.sharded_table_names() if self.sharded is not None else []
+        sharded = self.sharded.sparse_table_names() if self.sharded is not None else []   # kept in shard files
         return {"model": json.dumps(to_dict(self.cfg.model), sort_keys=True),
                 "data_layout": hashlib.sha256(layout.encode()).hexdigest()[:16],
                 "sharded_tables": ",".join(sharded)}
@@ -186,7 +203,7 @@ class WorkerModel:
         if self.sharded is not None:
             from hamur_dist.embedding import assemble_full_state
             full = assemble_full_state(checkpoint_dir)
-            for name in self.sharded.sharded_table_names():
+            for name in self.sharded.sparse_table_names():
                 state[f"embedding.tables.{name}.weight"] = full[f"tables.{name}.weight"]
         return state
 
