@@ -55,6 +55,8 @@ class EmbeddingConfig:
     replicated_max_mb: float = 1024.0           # auto: per-worker budget for replicated tables (weights +
                                                 # optimiser state); tables beyond it go row-wise
     dense_rows_factor: float = 4.0              # auto: dense update when rows <= this x rows touched per step
+    dense_max_kb: float = 1024.0                # auto: dense update for tables of at most this many KiB
+                                                # (their whole step costs less than sparse bookkeeping)
     auto_row_wise_min_rows: int | None = None   # auto: tables at least this big go row-wise regardless
     sparse_optimizer: Literal["adam", "adagrad"] = "adam"
     sparse_lr: float | None = None                            # default: train.lr
@@ -69,6 +71,8 @@ class EmbeddingConfig:
             raise ConfigError(f"embedding.replicated_max_mb must be >= 0, got {self.replicated_max_mb}")
         if not self.dense_rows_factor >= 0:
             raise ConfigError(f"embedding.dense_rows_factor must be >= 0, got {self.dense_rows_factor}")
+        if not self.dense_max_kb >= 0:
+            raise ConfigError(f"embedding.dense_max_kb must be >= 0, got {self.dense_max_kb}")
         if self.auto_row_wise_min_rows is not None and self.auto_row_wise_min_rows < 1:
             raise ConfigError(f"embedding.auto_row_wise_min_rows must be >= 1 or null, "
                               f"got {self.auto_row_wise_min_rows}")

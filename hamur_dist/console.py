@@ -146,6 +146,7 @@ class _Nothing(logging.Filter):
 def ray_logging_to(log_path: Path, verbose: bool = False):
     """Ray's Python loggers in this process write to ``log_path``; their console output is held back
     (errors still show) unless ``verbose``."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(log_path, encoding="utf-8")
     file_handler.setLevel(logging.INFO)   # Ray Data's logger passes DEBUG: thousands of lines a run
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

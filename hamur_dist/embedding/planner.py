@@ -16,9 +16,10 @@ row-wise and table-wise tables).
 ``embedding.sharding`` names one mode for every table: ``replicated`` (dense), ``replicated_sparse``,
 ``row_wise``, ``table_wise``, or ``auto``, a cost model per table:
 
-1. rows touched per step per worker ~ min(rows, batch size); a table with at most
-   ``dense_rows_factor`` x that many rows is tiny: a dense step over it costs about what the sparse
-   bookkeeping does, so it stays replicated dense;
+1. a table of at most ``dense_max_kb`` stays replicated dense: its whole step costs less than the
+   sparse bookkeeping (unique ids, an exchange per step). Rows touched per step per worker ~
+   min(rows, batch size); a table with at most ``dense_rows_factor`` x that many rows is tiny too:
+   a step touches a large share of it anyway;
 2. otherwise replicated sparse while the replicated tables' bytes per worker (weights, plus a
    gradient for dense ones, plus optimiser state) fit ``replicated_max_mb``, smallest tables first;
 3. the tables that do not fit go row-wise (each worker then holds 1/world of them). One worker
@@ -188,6 +189,9 @@ def _auto_modes(specs: list[TableSpec], world_size: int, cfg: EmbeddingConfig, b
         touched = min(spec.num_rows, batch_size)
         if cfg.auto_row_wise_min_rows is not None and spec.num_rows >= cfg.auto_row_wise_min_rows:
             out[spec.name] = ("row_wise", f">= auto_row_wise_min_rows ({cfg.auto_row_wise_min_rows:,})")
+        elif spec.num_rows * spec.dim * BYTES_PER_VALUE <= cfg.dense_max_kb * 1024:
+            out[spec.name] = ("replicated", f"small: {human_bytes(spec.num_rows * spec.dim * BYTES_PER_VALUE)} "
+                                            f"(dense up to dense_max_kb={cfg.dense_max_kb:g})")
         elif spec.num_rows <= cfg.dense_rows_factor * touched:
             out[spec.name] = ("replicated", f"tiny: a step touches up to {touched / spec.num_rows:.0%} of it "
                                             f"(dense at >= {1 / cfg.dense_rows_factor:.0%})")

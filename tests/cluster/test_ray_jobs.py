@@ -94,6 +94,8 @@ def test_training_job_runs_workers_on_two_nodes(cluster, tmp_path):
     # The run lies on the shared (here: local) filesystem at the absolute storage path.
     run_dir = storage / "job1"
     assert f"run directory: {run_dir}" in logs
+    for noise in ("TrainingReport", "RayDeprecationWarning", "find_unused_parameters"):   # in ray.log only
+        assert noise not in logs, f"{noise!r} in the job's logs:\n{logs}"
     for name in ("config.yaml", "metrics.jsonl", "report.json", "model/model.pt", "model/manifest.json"):
         assert (run_dir / name).is_file(), f"{name} missing from {run_dir}; logs:\n{logs}"
     report = json.loads((run_dir / "report.json").read_text())

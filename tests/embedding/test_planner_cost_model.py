@@ -31,10 +31,19 @@ def test_tiny_dense_fitting_replicated_sparse_over_budget_row_wise():
 
 def test_rows_touched_per_step_decide_dense_or_sparse():
     # 10,000 rows: with batch 4096 a step may touch 41% of them (dense); with batch 256, 2.6% (sparse)
-    assert plan_sharding(SPECS, 1, EmbeddingConfig(), batch_size=4096).placement("city").update == "dense"
-    assert plan_sharding(SPECS, 1, EmbeddingConfig(), batch_size=256).placement("city").update == "sparse"
-    assert plan_sharding(SPECS, 1, EmbeddingConfig(dense_rows_factor=0), batch_size=4096).placement(
+    by_rows = EmbeddingConfig(dense_max_kb=0)
+    assert plan_sharding(SPECS, 1, by_rows, batch_size=4096).placement("city").update == "dense"
+    assert plan_sharding(SPECS, 1, by_rows, batch_size=256).placement("city").update == "sparse"
+    assert plan_sharding(SPECS, 1, EmbeddingConfig(dense_rows_factor=0, dense_max_kb=0), batch_size=4096).placement(
         "domain").update == "sparse"
+
+
+def test_a_small_table_stays_dense_whatever_share_a_step_touches():
+    # city: 10,000 x 16 x 4 bytes = 625 KiB, within the default 1 MiB; a step of 256 touches 2.6% of it
+    plan = plan_sharding(SPECS, 2, EmbeddingConfig(), batch_size=256)
+    assert plan.placement("city").update == "dense" and plan.placement("city").reason.startswith("small: 625.0 KiB")
+    assert plan.placement("shop").update == "sparse"
+    assert plan_sharding(SPECS, 2, EmbeddingConfig(dense_max_kb=512), batch_size=256).placement("city").update == "sparse"
     # the update choice does not depend on the worker count (a resume on other workers keeps it)
     updates = {w: [t.update for t in plan_sharding(SPECS, w, EmbeddingConfig()).tables] for w in (1, 2, 8)}
     assert updates[1] == updates[2] == updates[8]
@@ -66,7 +75,7 @@ def test_describe_shows_update_and_reason():
     header, _, *rows = text.splitlines()
     assert header.split()[:3] == ["table", "scheme", "update"] and header.split()[-1] == "why"
     lines = {line.split()[0]: line for line in rows if line and not line.startswith("worker")}
-    assert "replicated  dense" in lines["domain"] and "tiny" in lines["domain"]
+    assert "replicated  dense" in lines["domain"] and "small" in lines["domain"]
     assert "replicated  sparse" in lines["shop"] and "fits replicated_max_mb" in lines["shop"]
     assert "row_wise    sparse" in lines["user"] and "of replicated_max_mb left" in lines["user"]
 
@@ -75,6 +84,7 @@ def test_bad_values_are_rejected_when_the_config_loads():
     assert load_experiment(None, []).embedding.sharding == "auto"
     for override, message in [("embedding.replicated_max_mb=-1", "replicated_max_mb must be >= 0"),
                               ("embedding.dense_rows_factor=-2", "dense_rows_factor must be >= 0"),
+                              ("embedding.dense_max_kb=-1", "dense_max_kb must be >= 0"),
                               ("embedding.overrides={user: sparse}", "overrides.user: 'sparse' is not one of"),
                               ("embedding.sharding=sparse", "embedding.sharding"),
                               ("embedding.auto_row_wise_min_rows=0", "auto_row_wise_min_rows must be >= 1")]:

@@ -80,7 +80,7 @@ def _wait_for(condition, timeout_s: float, proc, what: str, log: Path):
 def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_path):
     storage = tmp_path / "runs"
     path = write_search_file(tmp_path / "search.yaml", tune_dataset, storage, "interrupted", epochs=2,
-                             space={"model.hamur.rank": {"grid": [2, 4, 8]}},
+                             space={"model.hamur.rank": {"grid": [2, 4]}},   # one to finish, one to interrupt
                              tune={"max_concurrent_trials": 1, "scheduler": {"enabled": False}})
     text = path.read_text() + "ray: {num_cpus: 4, object_store_mb: 256}\n"
     path.write_text(text)
@@ -126,7 +126,7 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
     statuses = _statuses(exp)
-    assert set(statuses) >= before["ids"] and len(statuses) == 3
+    assert set(statuses) == before["ids"] and len(statuses) == 2
     assert set(statuses.values()) == {"TERMINATED"}
     # The finished trial was not run again: its run files and Tune's results are as they were.
     assert _lines(exp / "runs" / finished / "metrics.jsonl") == before["finished_metrics"]
@@ -145,4 +145,4 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
         table = list(csv.DictReader(f))
     assert sorted(r["trial_id"] for r in table) == sorted(statuses)
     assert all(r["status"] == "completed" and r["epochs_run"] == "2" and r["test/auc"] for r in table)
-    assert sorted(int(r["model.hamur.rank"]) for r in table) == [2, 4, 8]
+    assert sorted(int(r["model.hamur.rank"]) for r in table) == [2, 4]
