@@ -57,7 +57,8 @@ def test_equals_torch_sparse_adagrad_on_replicated_tables():
         opt.step()
         torch_opt.zero_grad()
         (torch.stack([tables[s.name](ids[:, i]) for i, s in enumerate(specs)], 1) * w).sum().backward()
-        torch_opt.step()
+        with torch.sparse.check_sparse_tensor_invariants(enable=True):   # checked (torch warns when unsaid)
+            torch_opt.step()
     for name, t in tables.items():
         torch.testing.assert_close(emb.local_table(name), t.weight.detach(), atol=1e-6, rtol=1e-5)
 
