@@ -137,7 +137,7 @@ class RayOutputRouter:
             self.log.close()
 
 
-class _Nothing(logging.Filter):
+class _ErrorsOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR
 
@@ -150,13 +150,14 @@ def ray_logging_to(log_path: Path, verbose: bool = False):
     file_handler = logging.FileHandler(log_path, encoding="utf-8")
     file_handler.setLevel(logging.INFO)   # Ray Data's logger passes DEBUG: thousands of lines a run
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    quiet = _Nothing()
+    quiet = _ErrorsOnly()
     loggers = [logging.getLogger(name) for name in RAY_LOGGERS]
     consoles = {h for lg in loggers for h in lg.handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)}
-    for lg in loggers:
-        if lg.handlers or not lg.propagate:
-            lg.addHandler(file_handler)
+    # "ray" itself, and each logger whose records do not propagate up to it (Ray Data's): once each
+    targets = [lg for lg in loggers if lg.name == "ray" or not lg.propagate]
+    for lg in targets:
+        lg.addHandler(file_handler)
     if not verbose:
         for handler in consoles:
             handler.addFilter(quiet)
@@ -165,7 +166,7 @@ def ray_logging_to(log_path: Path, verbose: bool = False):
     finally:
         for handler in consoles:
             handler.removeFilter(quiet)
-        for lg in loggers:
+        for lg in targets:
             lg.removeHandler(file_handler)
         file_handler.close()
 

@@ -34,12 +34,9 @@ import torch.distributed as dist
 from torch import nn
 
 from hamur_dist.embedding.exchange import Exchanger, all_gather_row_sums, exchange_rows
-from hamur_dist.embedding.init_rows import INIT_CHUNK_ROWS, init_rows
+from hamur_dist.embedding.init_rows import init_rows
 from hamur_dist.embedding.planner import ShardingPlan, TablePlacement
 from hamur_dist.model.embedding import EmbeddingCollectionInterface, TableSpec
-
-__all__ = ["ShardedEmbeddingCollection", "init_rows", "INIT_CHUNK_ROWS"]
-
 
 def _check_ids(ids: torch.Tensor, tables: list[TablePlacement], num_rows: torch.Tensor) -> None:
     bad = (ids < 0) | (ids >= num_rows)
@@ -226,11 +223,6 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
     def sharded_parameter_names(self) -> list[str]:
         """``EmbeddingCollection`` state-dict keys of the row-wise and table-wise tables."""
         return [f"tables.{name}.weight" for name in self.sharded_table_names()]
-
-    def sparse_parameter_names(self) -> list[str]:
-        """``EmbeddingCollection`` state-dict keys this module holds outside parameters
-        (``self.parameters()``, ``state_dict()`` and DDP never see them)."""
-        return [f"tables.{name}.weight" for name in self.sparse_table_names()]
 
     def local_row_range(self, name: str) -> tuple[int, int]:
         """The ids ``[start, end)`` of table ``name`` held on this rank (all of them if replicated)."""

@@ -179,7 +179,7 @@ def _check(specs: list[TableSpec], world_size: int, cfg: EmbeddingConfig, batch_
 
 
 def _auto_modes(specs: list[TableSpec], world_size: int, cfg: EmbeddingConfig, batch_size: int,
-                fixed: dict[str, str]) -> dict[str, tuple[str, str]]:
+                fixed: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
     """The cost model (module docstring) for the tables not in ``fixed``: name -> (mode, reason)."""
     out: dict[str, tuple[str, str]] = {}
     candidates = []

@@ -40,7 +40,6 @@ class WorkerModel:
     def __init__(self, cfg: ExperimentConfig, manifest: Manifest, rank: int, world: int):
         self.cfg, self.manifest, self.rank, self.world = cfg, manifest, rank, world
         self.device = self._device()
-        self.sharded, self.sparse_optimizer = None, None
         self.sharded, self.sparse_optimizer = self._sharded_tables()
         self.model = build_model(cfg.model, manifest.schema, embedding=self.sharded).to(self.device)
         if world > 1:

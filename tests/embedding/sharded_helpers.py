@@ -128,6 +128,13 @@ def reference_sparse_step(weight: torch.Tensor, grad: torch.Tensor, touched: tor
 TRAIN = {"kind": "adam", "lr": 0.05, "wd": 0.01, "decoupled": False, "dense_lr": 0.1}
 
 
+def assert_full_tables_match(full: dict, ref) -> None:
+    """Assembled checkpoint tables (``assemble_full_state``) equal the reference run's tables."""
+    for spec in SPECS:
+        torch.testing.assert_close(full[f"tables.{spec.name}.weight"], ref.tables[spec.name].weight.detach(),
+                                   atol=1e-6, rtol=1e-5)
+
+
 def reference_training(steps: range, world_size_of_step, train=TRAIN, ref=None, states=None):
     """Unsharded run of ``steps``: sparse optimiser on the sharded tables, SGD on the replicated one."""
     ref = ref or reference_collection()

@@ -5,7 +5,7 @@ import torch
 from tests.embedding import sharded_helpers as h
 from hamur_dist.config import EmbeddingConfig
 from hamur_dist.embedding import ShardedEmbeddingCollection, plan_sharding
-from hamur_dist.embedding.collection import init_rows
+from hamur_dist.embedding.init_rows import init_rows
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
