@@ -13,7 +13,8 @@ from pathlib import Path
 from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.manifest import Manifest
 from hamur_dist.data.table import prepare_table
-from hamur_dist.data.table_inputs import resolve_inputs
+from hamur_dist.data.like import like_schema
+from hamur_dist.data.table_inputs import check_like_options, resolve_inputs
 from hamur_dist.data.table_schema import TableSchema, load_table_schema
 
 SPARSE = ["101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207", "210", "216",
@@ -39,12 +40,16 @@ def aliccp_schema(seed: int = 2022, shuffle: bool = True) -> TableSchema:
 
 def prepare_aliccp(out, source: str | Path | None = None, seed: int = 2022, shard_rows: int = 1_000_000,
                    row_group_rows: int = 65_536, chunk_rows: int = 262_144, bad_rows: str = "fail",
-                   overwrite: bool = False, shuffle: bool = True, progress: bool | None = None) -> Manifest:
+                   overwrite: bool = False, shuffle: bool = True, progress: bool | None = None,
+                   like=None, grow_vocab: bool = False, add_domains: bool = False) -> Manifest:
     if source is None:
         raise ConfigError("ali-ccp needs --source: the folder with the train / val / test CSV files")
+    parent = check_like_options(like, grow_vocab, add_domains, "ali-ccp")
     schema = aliccp_schema(seed, shuffle)
+    if parent is not None:
+        schema = like_schema(parent, schema)
     files = resolve_inputs(schema, source, Path.cwd())
     return prepare_table(schema, files, out, shard_rows=shard_rows, row_group_rows=row_group_rows,
                          chunk_rows=chunk_rows, bad_rows=bad_rows, overwrite=overwrite, progress=progress,
-                         source_info={"preparer": "ali-ccp", "source": str(source),
+                         parent=parent, source_info={"preparer": "ali-ccp", "source": str(source),
                                       "files": {f.split: f.path.name for f in files}})

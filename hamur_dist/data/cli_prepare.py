@@ -42,11 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-sizes", type=_ints,
                         help="synthetic: vocabulary size per sparse feature, e.g. 1e8,1000")
     parser.add_argument("--num-dense", type=int, help="synthetic: number of dense features")
+    parser.add_argument("--like", metavar="DATASET",
+                        help="encode like this prepared dataset: its vocabularies, scaling, domains and features, "
+                             "frozen (unknown ids -> 0, counted; an unknown domain is an error)")
+    parser.add_argument("--grow-vocab", action="store_true", default=None,
+                        help="with --like: append ids not seen before after the existing ones (old ids keep their rows)")
+    parser.add_argument("--add-domains", action="store_true", default=None,
+                        help="with --like: new domain values get new ids after the old ones")
+    parser.add_argument("--domains", type=_ints, help="movielens-1m: keep only these age domains (0..k-1), e.g. 0,1")
 
 
 _OPTION_NAMES = ["source", "schema", "rows", "seed", "shard_rows", "row_group_rows", "chunk_rows", "bad_rows",
                  "overwrite", "split", "shuffle", "sha256", "download_dir", "workers", "num_domains",
-                 "domain_weights", "vocab_sizes", "num_dense"]
+                 "domain_weights", "vocab_sizes", "num_dense", "like", "grow_vocab", "add_domains", "domains"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,4 +81,15 @@ def summary(manifest: Manifest, out, seconds: float) -> str:
         lines.append("  dense: " + ", ".join(f"{f.name}({f.scaling})" for f in manifest.dense))
     if manifest.skipped_rows:
         lines.append("  skipped rows: " + ", ".join(f"{k}: {v:,}" for k, v in manifest.skipped_rows.items()))
+    if manifest.lineage:
+        lines.append(lineage_line(manifest.lineage))
+    if manifest.unknown_ids and (manifest.lineage or any(manifest.unknown_ids.values())):
+        lines.append("  unknown ids (encoded as 0): " + ", ".join(f"{k}: {v:,}" for k, v in manifest.unknown_ids.items()))
     return "\n".join(lines)
+
+
+def lineage_line(lineage: dict) -> str:
+    grown = ", ".join(f"{k} {a:,} -> {b:,}" for k, (a, b) in lineage.get("grown", {}).items())
+    added = ", ".join(lineage.get("added_domains", []))
+    return (f"  encoded like {lineage.get('parent')} (vocabularies {lineage.get('vocabularies')}"
+            f"{'; grown: ' + grown if grown else ''}{'; new domains: ' + added if added else ''})")

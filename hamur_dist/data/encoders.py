@@ -64,21 +64,40 @@ class ValueCounter:
 
 
 class VocabularyEncoder:
-    """Ids 1..n for the values seen at least ``min_count`` times, in sorted value order; 0 otherwise."""
+    """Ids 1..n for the values seen at least ``min_count`` times, in sorted value order; 0 otherwise.
+
+    ``known`` (a parent dataset's vocabulary, values in id order, with their counts) freezes the
+    mapping: nothing is learnt from this data, unless ``grow``, which appends values not known yet
+    (seen at least ``min_count`` times, sorted) after the known ones, so every known value keeps its id.
+    ``unknown`` counts the present values that were encoded as 0.
+    """
     hashed = False
 
-    def __init__(self, min_count: int = 1):
+    def __init__(self, min_count: int = 1, known: pa.Table | None = None, grow: bool = False):
         self.min_count = min_count
-        self._counter = ValueCounter()
+        self.known, self.grow = known, grow
+        self._counter = ValueCounter() if known is None or grow else None
         self.values: pa.Array | None = None
+        self.unknown = 0
 
     def observe(self, values: pa.Array) -> None:
-        self._counter.add(values)
+        if self._counter is not None:
+            self._counter.add(values)
 
     def finish(self) -> None:
-        counts = self._counter.result()
-        keep = pc.greater_equal(counts.column("count"), self.min_count)
-        self.counts = counts.filter(keep)
+        if self.known is None:
+            counts = self._counter.result()
+            self.counts = counts.filter(pc.greater_equal(counts.column("count"), self.min_count))
+        else:
+            self.counts = self.known.select(["value", "count"])
+            if self.grow:
+                seen = self._counter.result()
+                seen = seen.filter(pc.greater_equal(seen.column("count"), self.min_count))
+                try:
+                    fresh = seen.filter(pc.invert(pc.is_in(seen.column("value"), value_set=self.known.column("value"))))
+                    self.counts = pa.concat_tables([self.counts, fresh.cast(self.counts.schema)])
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise TypeError(f"values have another type than the parent's vocabulary ({exc})") from None
         self.values = self.counts.column("value").combine_chunks()
         self._counter = None
 
@@ -87,7 +106,10 @@ class VocabularyEncoder:
         return len(self.values) + 1
 
     def encode(self, values: pa.Array) -> np.ndarray:
+        if self.known is not None and values.type != self.values.type:
+            values = pc.cast(values, self.values.type)
         index = pc.index_in(values, value_set=self.values)
+        self.unknown += len(values) - values.null_count - (len(index) - index.null_count)
         return pc.fill_null(pc.add(index, 1), 0).to_numpy().astype(np.int64, copy=False)
 
 
@@ -117,13 +139,18 @@ class HashEncoder:
 
 
 class IdentityEncoder:
-    """Already-encoded non-negative integer ids, kept as they are; vocab_size = declared or max + 1."""
+    """Already-encoded non-negative integer ids, kept as they are; vocab_size = declared or max + 1.
+
+    ``frozen_size`` (a parent dataset's vocab_size) freezes the table: larger ids are encoded as 0 and
+    counted in ``unknown``, unless ``grow``, which raises vocab_size to cover them."""
     hashed = False
 
-    def __init__(self, vocab_size: int = 0):
-        self.declared = vocab_size
-        self.vocab_size = vocab_size
+    def __init__(self, vocab_size: int = 0, frozen_size: int | None = None, grow: bool = False):
+        self.declared = frozen_size or vocab_size
+        self.vocab_size = self.declared
+        self.frozen, self.grow = frozen_size is not None, grow
         self._max = -1
+        self.unknown = 0
 
     def observe(self, values: pa.Array) -> None:
         top = pc.max(values).as_py()
@@ -131,23 +158,33 @@ class IdentityEncoder:
             self._max = max(self._max, int(top))
 
     def finish(self) -> None:
-        if not self.declared:
-            self.vocab_size = self._max + 1 if self._max >= 0 else 1
+        if not self.declared or (self.frozen and self.grow):
+            self.vocab_size = max(self.declared, self._max + 1 if self._max >= 0 else 1)
 
     def encode(self, values: pa.Array) -> np.ndarray:
-        return pc.fill_null(values, 0).to_numpy().astype(np.int64, copy=False)
+        ids = pc.fill_null(values, 0).to_numpy().astype(np.int64, copy=False)
+        if self.frozen:
+            outside = ids >= self.vocab_size
+            if outside.any():
+                self.unknown += int(outside.sum())
+                ids = np.where(outside, 0, ids)
+        return ids
 
 
 class DenseScaler:
     """Streaming min / max / mean / variance (Chan's parallel merge) and the chosen scaling."""
 
-    def __init__(self, scaling: str = "none"):
+    def __init__(self, scaling: str = "none", fixed: dict | None = None):
         self.scaling = scaling
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
         self.min, self.max = np.inf, -np.inf
+        self.fixed = dict(fixed) if fixed is not None else None   # a parent dataset's statistics, kept as they are
+        if self.fixed is not None:
+            self.min, self.max = self.fixed.get("min", np.inf), self.fixed.get("max", -np.inf)
+            self.mean = self.fixed.get("mean", 0.0)
 
     def observe(self, values: np.ndarray) -> None:
-        if values.size == 0:
+        if values.size == 0 or self.fixed is not None:
             return
         if self.scaling == "log1p_minmax":
             values = np.log1p(values)
@@ -164,6 +201,8 @@ class DenseScaler:
 
     @property
     def params(self) -> dict:
+        if self.fixed is not None:
+            return dict(self.fixed)
         if self.scaling in ("minmax", "log1p_minmax"):
             return {"min": self.min, "max": self.max}
         if self.scaling == "standard":

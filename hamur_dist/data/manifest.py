@@ -43,6 +43,8 @@ class SparseFeature:
     vocab_size: int
     hashed: bool = False          # ids were hashed into vocab_size buckets (no vocabulary file)
     source: str | None = None     # raw column it came from, when different
+    fingerprint: str | None = None   # sha256 of how raw values become ids (hamur_dist.data.vocabulary);
+                                     # equal fingerprints = the same mapping, whatever the sizes
 
 
 @dataclass
@@ -109,6 +111,9 @@ class Manifest:
     user_column: str | None = None
     skipped_rows: dict[str, int] = field(default_factory=dict)   # reason -> count (--bad-rows=skip)
     source: dict = field(default_factory=dict)                    # how it was made (preparer, args, seed)
+    unknown_ids: dict[str, int] = field(default_factory=dict)     # feature -> values encoded as id 0 because
+                                                                  # the (frozen) vocabulary lacks them
+    lineage: dict = field(default_factory=dict)                   # prepared --like a parent: its sha256, what grew
     format_version: int = FORMAT_VERSION
 
     @property
@@ -158,6 +163,8 @@ class Manifest:
                 user_column=d.get("user_column"),
                 skipped_rows=d.get("skipped_rows", {}),
                 source=d.get("source", {}),
+                unknown_ids=d.get("unknown_ids", {}),
+                lineage=d.get("lineage", {}),
                 format_version=d.get("format_version", FORMAT_VERSION),
             )
         except (KeyError, TypeError) as exc:

@@ -19,7 +19,9 @@ from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.download import default_cache_dir, download, extract_zip, find_file, is_url
 from hamur_dist.data.manifest import Manifest
 from hamur_dist.data.sources import Chunk, InputFile, ReadOptions
+from hamur_dist.data.like import like_schema
 from hamur_dist.data.table import prepare_table
+from hamur_dist.data.table_inputs import check_like_options
 from hamur_dist.data.table_schema import load_table_schema
 from hamur_dist.data.validation import DataError
 
@@ -38,13 +40,13 @@ AGE_DOMAIN_NAMES = ["age under 25", "age 25-34", "age 35+"]
 FEATURES = ["user_id", "movie_id", "gender", "occupation", "zip", "cate_id"]
 
 
-def movielens_schema(name: str, domain: dict, split: str, seed: int, shuffle: bool):
+def movielens_schema(name: str, domain: dict, split: str, seed: int, shuffle: bool, names=AGE_DOMAIN_NAMES):
     if split not in ("random", "time"):
         raise ConfigError(f"movielens split must be 'random' or 'time', got {split!r}")
     return load_table_schema({
         "name": name,
         "label": {"column": "rating", "threshold": 3},
-        "domain": {**domain, "names": AGE_DOMAIN_NAMES},
+        "domain": {**domain, "names": list(names)},
         "user": "user_id",
         "sparse": FEATURES,
         "dense": [{"name": "age", "scaling": "minmax"}],
@@ -125,10 +127,12 @@ def _movies_100k(path: Path) -> pa.Table:
 
 
 class JoinUsersMovies:
-    """Adds the user columns and the movie's first genre to a chunk of ratings (order kept)."""
+    """Adds the user columns and the movie's first genre to a chunk of ratings (order kept); with
+    ``keep_ages``, only the ratings of users of those ages are kept (a dataset of some domains)."""
 
-    def __init__(self, users: pa.Table, movies: pa.Table):
+    def __init__(self, users: pa.Table, movies: pa.Table, keep_ages: set[int] | None = None):
         self.users, self.movies = users, movies
+        self.keep_ages = pa.array(sorted(keep_ages), pa.int64()) if keep_ages is not None else None
 
     def __call__(self, chunk: Chunk) -> pa.Table:
         table = chunk.table
@@ -138,13 +142,32 @@ class JoinUsersMovies:
         for name in ("gender", "age", "occupation", "zip"):
             columns[name] = self.users.column(name).take(user_rows)
         columns["cate_id"] = self.movies.column("cate_id").take(movie_rows)
-        return pa.table(columns)
+        joined = pa.table(columns)
+        if self.keep_ages is None:
+            return joined
+        return joined.filter(pc.fill_null(pc.is_in(joined.column("age"), value_set=self.keep_ages), False))
+
+
+def ml1m_domains(domains: list[int] | None) -> tuple[dict[int, int], list[str]]:
+    """The age -> domain mapping and names, kept to ``domains`` (a prefix 0..k-1, so that a dataset
+    of the others can later add the rest with --add-domains and every id keeps its meaning)."""
+    if not domains:
+        return dict(ML1M_AGE_DOMAINS), list(AGE_DOMAIN_NAMES)
+    if sorted(domains) != list(range(len(domains))) or len(domains) > len(AGE_DOMAIN_NAMES):
+        raise ConfigError(f"--domains must be 0..k-1 of {list(range(len(AGE_DOMAIN_NAMES)))} "
+                          f"({', '.join(AGE_DOMAIN_NAMES)}), got {domains}")
+    return ({age: d for age, d in ML1M_AGE_DOMAINS.items() if d in domains},
+            AGE_DOMAIN_NAMES[:len(domains)])
 
 
 def prepare_movielens_1m(out, source: str | Path = ML1M_URL, split: str = "random", seed: int = 2022,
                          shard_rows: int = 100_000, row_group_rows: int = 50_000, chunk_rows: int = 262_144,
                          bad_rows: str = "fail", overwrite: bool = False, shuffle: bool = True,
-                         sha256: str | None = None, download_dir=None, progress: bool | None = None) -> Manifest:
+                         sha256: str | None = None, download_dir=None, progress: bool | None = None,
+                         like=None, grow_vocab: bool = False, add_domains: bool = False,
+                         domains: list[int] | None = None) -> Manifest:
+    parent = check_like_options(like, grow_vocab, add_domains, "movielens-1m")
+    mapping, names = ml1m_domains(domains)
     folder = resolve_source(source, ("ratings.dat", "ratings_reconstructed.csv.gz"), sha256, download_dir, progress)
     users = _users(folder / "users.dat", "::", ("user_id", "gender", "age", "occupation", "zip"))
     movies = _movies_1m(folder / "movies.dat")
@@ -159,17 +182,25 @@ def prepare_movielens_1m(out, source: str | Path = ML1M_URL, split: str = "rando
             raise ConfigError(f"{folder}: ratings_reconstructed.csv.gz has no timestamps; use split random")
         ratings = folder / "ratings_reconstructed.csv.gz"
         read = ReadOptions(columns={"user_id": "int", "movie_id": "int", "rating": "numeric"})
-    schema = movielens_schema("movielens-1m", {"column": "age", "mapping": ML1M_AGE_DOMAINS}, split, seed, shuffle)
-    return prepare_table(schema, [InputFile(ratings)], out, read=read, transform=JoinUsersMovies(users, movies),
+    schema = movielens_schema("movielens-1m", {"column": "age", "mapping": mapping}, split, seed, shuffle, names)
+    if parent is not None:
+        schema = like_schema(parent, schema)
+    keep = set(mapping) if domains else None
+    return prepare_table(schema, [InputFile(ratings)], out, read=read, transform=JoinUsersMovies(users, movies, keep),
                          shard_rows=shard_rows, row_group_rows=row_group_rows, chunk_rows=chunk_rows,
-                         bad_rows=bad_rows, overwrite=overwrite, progress=progress,
-                         source_info={"preparer": "movielens-1m", "source": str(source), "ratings": ratings.name})
+                         bad_rows=bad_rows, overwrite=overwrite, progress=progress, parent=parent,
+                         source_info={"preparer": "movielens-1m", "source": str(source), "ratings": ratings.name,
+                                      **({"domains": list(domains)} if domains else {})})
 
 
 def prepare_movielens_100k(out, source: str | Path = ML100K_URL, split: str = "random", seed: int = 2022,
                            shard_rows: int = 25_000, row_group_rows: int = 25_000, chunk_rows: int = 262_144,
                            bad_rows: str = "fail", overwrite: bool = False, shuffle: bool = True,
-                           sha256: str | None = None, download_dir=None, progress: bool | None = None) -> Manifest:
+                           sha256: str | None = None, download_dir=None, progress: bool | None = None,
+                           like=None, grow_vocab: bool = False, add_domains: bool = False) -> Manifest:
+    parent = check_like_options(like, grow_vocab, add_domains, "movielens-100k")
+    if add_domains:
+        raise ConfigError("movielens-100k: its age domains are bins, which cover every age: nothing to add")
     folder = resolve_source(source, ("u.data", "u.data.gz"), sha256, download_dir, progress)
     ratings = folder / "u.data" if (folder / "u.data").is_file() else folder / "u.data.gz"
     users = _users(folder / "u.user", "|", ("user_id", "age", "gender", "occupation", "zip"))
@@ -180,7 +211,9 @@ def prepare_movielens_100k(out, source: str | Path = ML100K_URL, split: str = "r
     if split != "time":
         read.columns.pop("timestamp")
     schema = movielens_schema("movielens-100k", {"column": "age", "bins": [25, 35]}, split, seed, shuffle)
+    if parent is not None:
+        schema = like_schema(parent, schema)
     return prepare_table(schema, [InputFile(ratings)], out, read=read, transform=JoinUsersMovies(users, movies),
                          shard_rows=shard_rows, row_group_rows=row_group_rows, chunk_rows=chunk_rows,
-                         bad_rows=bad_rows, overwrite=overwrite, progress=progress,
+                         bad_rows=bad_rows, overwrite=overwrite, progress=progress, parent=parent,
                          source_info={"preparer": "movielens-100k", "source": str(source), "ratings": ratings.name})

@@ -24,6 +24,9 @@ from hamur_dist.data.sources import Chunk, InputFile, MalformedRows, ReadOptions
 from hamur_dist.data.splitting import (QuotaDraw, ShuffledSplits, assign_by_time, filter_rows, split_sizes,
                                        take_split, time_cutoffs)
 from hamur_dist.data.encoders import ValueCounter, VocabularyEncoder
+from hamur_dist.data.like import SCHEMA_KEY, Parent, lineage, schema_record
+from hamur_dist.data.vocabulary import (hashed_fingerprint, identity_fingerprint, rule_fingerprint,
+                                        values_fingerprint, write_vocabulary)
 from hamur_dist.data.table_rows import TableRows, floats
 from hamur_dist.data.table_schema import TableSchema
 from hamur_dist.data.validation import DataError, shard_schema
@@ -76,8 +79,9 @@ def prepare_table(schema: TableSchema, files: list[InputFile], out: str | Path, 
                   read: ReadOptions | None = None, transform: Transform | None = None,
                   shard_rows: int = 1_000_000, row_group_rows: int = 65_536, chunk_rows: int = 262_144,
                   bad_rows: str = "fail", overwrite: bool = False, progress: bool | None = None,
-                  source_info: dict | None = None) -> Manifest:
-    """Prepare ``files`` (each optionally bound to a split) as described by ``schema`` into ``out``."""
+                  source_info: dict | None = None, parent: Parent | None = None) -> Manifest:
+    """Prepare ``files`` (each optionally bound to a split) as described by ``schema`` into ``out``;
+    with ``parent``, encoded like that dataset (``hamur_dist.data.like``)."""
     if bad_rows not in ("fail", "skip"):
         raise ConfigError(f"bad_rows must be 'fail' or 'skip', got {bad_rows!r}")
     if shard_rows < 1 or row_group_rows < 1 or chunk_rows < 1:
@@ -91,7 +95,7 @@ def prepare_table(schema: TableSchema, files: list[InputFile], out: str | Path, 
     read.chunk_rows, read.bad_rows = chunk_rows, bad_rows
     started = time.perf_counter()
     with StagedOutput(out, overwrite) as staged:
-        rows = TableRows(schema, bad_rows)
+        rows = TableRows(schema, bad_rows, parent)
         malformed = MalformedRows(bad_rows)
 
         def chunks(count: bool):
@@ -102,7 +106,7 @@ def prepare_table(schema: TableSchema, files: list[InputFile], out: str | Path, 
 
         sizes, assign = _first_pass(chunks(count=True), rows, schema, progress)
         skipped = {**rows.skipped, **({"malformed row": malformed.count} if malformed.count else {})}
-        manifest = _manifest(schema, rows, source_info)
+        manifest = _manifest(rows.schema, rows, source_info)
         writers = {s: SplitWriter(staged.path, s, shard_schema(manifest), shard_rows, row_group_rows,
                                   manifest.domain.num_domains, "domain", "label",
                                   dictionary=dictionary_columns(manifest)) for s in SPLITS}
@@ -126,7 +130,10 @@ def prepare_table(schema: TableSchema, files: list[InputFile], out: str | Path, 
                 shuffled.finish(writers, bar)
         manifest.splits = {s: w.close() for s, w in writers.items()}
         manifest.skipped_rows = skipped
+        manifest.unknown_ids = rows.unknown_ids
         _write_vocabularies(staged.path, rows, manifest)
+        if parent is not None:
+            manifest.lineage = lineage(parent, manifest)
         manifest.source["seconds"] = round(time.perf_counter() - started, 3)
         staged.commit(manifest)
     return manifest
@@ -162,30 +169,35 @@ def _first_pass(chunks, rows: TableRows, schema: TableSchema, progress):
 def _manifest(schema: TableSchema, rows: TableRows, source_info: dict | None) -> Manifest:
     d = schema.domain
     sparse = [SparseFeature(name=f.name, vocab_size=int(rows.sparse[f.name].vocab_size),
-                            hashed=rows.sparse[f.name].hashed, source=f.column if f.column != f.name else None)
+                            hashed=rows.sparse[f.name].hashed, source=f.column if f.column != f.name else None,
+                            fingerprint=_fingerprint(rows.sparse[f.name]))
               for f in schema.sparse]
     if d.sparse_feature:
-        sparse.append(SparseFeature(name=d.sparse_feature, vocab_size=d.count + 1, source=d.column))
+        rule = {"encoding": "domain", "mapping": sorted([k, v] for k, v in d.mapping.items()), "bins": d.bins,
+                "num_domains": d.count}
+        sparse.append(SparseFeature(name=d.sparse_feature, vocab_size=d.count + 1, source=d.column,
+                                    fingerprint=rule_fingerprint(rule)))
     dense = [DenseFeature(name=f.name, scaling=f.scaling, params=rows.dense[f.name].params) for f in schema.dense]
     names = list(d.names) or [f"domain{i}" for i in range(d.count)]
     info = {"preparer": "table", "split": schema.split.method, "seed": schema.split.seed,
-            "shuffle": schema.split.shuffle, **(source_info or {})}
+            "shuffle": schema.split.shuffle, **(source_info or {}), SCHEMA_KEY: schema_record(schema)}
     return Manifest(name=schema.name, sparse=sparse, dense=dense,
                     domain=DomainInfo(column="domain", num_domains=d.count, names=names),
                     label="label", splits={}, extra_labels=list(schema.extra_labels),
                     user_column=schema.user, source=info)
 
 
+def _fingerprint(encoder) -> str:
+    if isinstance(encoder, VocabularyEncoder):
+        return values_fingerprint(encoder.values)
+    if encoder.hashed:
+        return hashed_fingerprint(encoder.vocab_size)
+    return identity_fingerprint(encoder.vocab_size)
+
+
 def _write_vocabularies(root: Path, rows: TableRows, manifest: Manifest) -> None:
     """vocab/<feature>.parquet: raw value -> id (and count), so new raw data can be encoded the same way."""
-    import pyarrow.parquet as pq
-
-    files = {}
-    for name, encoder in rows.sparse.items():
-        if isinstance(encoder, VocabularyEncoder):
-            (root / "vocab").mkdir(exist_ok=True)
-            table = encoder.counts.append_column("id", pa.array(np.arange(1, len(encoder.values) + 1)))
-            pq.write_table(table.select(["value", "id", "count"]), root / "vocab" / f"{name}.parquet")
-            files[name] = f"vocab/{name}.parquet"
+    files = {name: write_vocabulary(root, name, encoder.values, encoder.counts.column("count"))
+             for name, encoder in rows.sparse.items() if isinstance(encoder, VocabularyEncoder)}
     if files:
         manifest.source["vocab_files"] = files

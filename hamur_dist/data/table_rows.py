@@ -1,7 +1,9 @@
 """One chunk of a raw table, row by row: which rows break the schema, and their encoded columns.
 
 ``TableRows`` holds the encoders of a ``TableSchema``: pass 1 of ``prepare_table`` checks and
-observes every chunk (vocabularies, dense statistics), pass 2 checks again and encodes.
+observes every chunk (vocabularies, dense statistics), pass 2 checks again and encodes. Given a
+parent dataset (``--like``), the encoders start from the parent's vocabularies and statistics, and
+with ``add_domains`` pass 1 collects the domain values the mapping lacks, which get new ids.
 """
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hamur_dist.data.encoders import DenseScaler, HashEncoder, IdentityEncoder, VocabularyEncoder
+from hamur_dist.data.encoders import DenseScaler, HashEncoder, IdentityEncoder, ValueCounter, VocabularyEncoder
+from hamur_dist.data.like import Parent, grown_domains
 from hamur_dist.data.sources import Chunk
 from hamur_dist.data.table_schema import TableSchema
 from hamur_dist.data.validation import DataError
@@ -18,16 +21,21 @@ from hamur_dist.data.validation import DataError
 class TableRows:
     """Checks and encodes one chunk according to the schema."""
 
-    def __init__(self, schema: TableSchema, bad_rows: str):
+    def __init__(self, schema: TableSchema, bad_rows: str, parent: Parent | None = None):
         self.schema, self.bad_rows = schema, bad_rows
-        self.sparse = {f.name: _encoder(f) for f in schema.sparse}
-        self.dense = {f.name: DenseScaler(f.scaling) for f in schema.dense}
-        d = schema.domain
+        self.sparse = {f.name: _encoder(f, parent) for f in schema.sparse}
+        self.dense = {f.name: DenseScaler(f.scaling, parent.dense(f.name).params if parent else None)
+                      for f in schema.dense}
+        self.new_domains = ValueCounter() if parent is not None and parent.add_domains else None
+        self._map_domains()
+        self.skipped: dict[str, int] = {}
+
+    def _map_domains(self) -> None:
+        d = self.schema.domain
         if d.mapping:
             keys = list(d.mapping)
             self.domain_keys = pa.array(keys, pa.int64() if isinstance(keys[0], int) else pa.string())
             self.domain_ids = np.array([d.mapping[k] for k in keys], dtype=np.int64)
-        self.skipped: dict[str, int] = {}
 
     # --- checks ------------------------------------------------------------------------------
     def problems(self, table: pa.Table) -> list[tuple[str, str, np.ndarray]]:
@@ -40,7 +48,11 @@ class TableRows:
             if column != s.label.column or s.label.threshold is None:
                 v = floats(values)
                 out.append(("label outside {0,1}", column, (v != 0) & (v != 1) & ~nulls))
-        out.append(("unknown domain", s.domain.column, self._domains(table.column(s.domain.column)) < 0))
+        domains = table.column(s.domain.column)
+        if self.new_domains is not None:     # pass 1 of --add-domains: every present value is a domain
+            out.append(("unknown domain", s.domain.column, _nulls(domains)))
+        else:
+            out.append(("unknown domain", s.domain.column, self._domains(domains) < 0))
         for f in s.dense:
             v, nulls = floats(table.column(f.source)), _nulls(table.column(f.source))
             out.append(("null dense value", f.source, nulls))
@@ -84,10 +96,22 @@ class TableRows:
                                 column=f.source) from None
         for f in self.schema.dense:
             self.dense[f.name].observe(floats(table.column(f.source)))
+        if self.new_domains is not None:
+            self.new_domains.add(pc.drop_null(table.column(self.schema.domain.column).combine_chunks()))
 
     def finish(self) -> None:
         for encoder in (*self.sparse.values(), *self.dense.values()):
             encoder.finish()
+        if self.new_domains is not None:
+            seen = self.new_domains.result().column("value").to_pylist()
+            self.new_domains = None
+            self.schema.domain = grown_domains(self.schema.domain, seen)
+            self._map_domains()
+
+    @property
+    def unknown_ids(self) -> dict[str, int]:
+        """Feature -> values encoded as 0 because the vocabulary lacks them (vocabulary and identity ids)."""
+        return {name: int(e.unknown) for name, e in self.sparse.items() if not e.hashed}
 
     def encode(self, table: pa.Table) -> dict[str, np.ndarray]:
         s, cols = self.schema, {}
@@ -119,12 +143,15 @@ class TableRows:
         return np.where(ok, np.nan_to_num(v), -1).astype(np.int64)
 
 
-def _encoder(f):
+def _encoder(f, parent: Parent | None):
     if f.encoding == "hash":
         return HashEncoder(f.buckets)
+    if parent is None:
+        return IdentityEncoder(f.vocab_size) if f.encoding == "identity" else VocabularyEncoder(f.min_count)
+    old = parent.feature(f.name)
     if f.encoding == "identity":
-        return IdentityEncoder(f.vocab_size)
-    return VocabularyEncoder(f.min_count)
+        return IdentityEncoder(f.vocab_size, frozen_size=old.vocab_size, grow=parent.grow_vocab)
+    return VocabularyEncoder(f.min_count, known=parent.vocabulary(f.name), grow=parent.grow_vocab)
 
 
 def _nulls(values) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Whether a dataset is encoded the way a model's training data was: same features in the same
 order, vocabularies (sizes, hashing, files, fingerprints where recorded), dense scaling and its
-statistics, domains. Equal table sizes alone do not show it.
+statistics, domains. Equal table sizes alone do not show it: each sparse feature's fingerprint
+(``hamur_dist.data.vocabulary``) says what its ids mean.
 """
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ def _sparse_difference(trained: Manifest, data: Manifest):
                 return want.name, _differs(what, getattr(have, attr), getattr(want, attr))
         if (want.name in vocab_files[0]) != (want.name in vocab_files[1]):
             return want.name, _differs("a vocabulary file", want.name in vocab_files[1], want.name in vocab_files[0])
+        if want.fingerprint is not None and have.fingerprint != want.fingerprint:
+            return want.name, _differs("vocabulary fingerprint", have.fingerprint, want.fingerprint)
         expected = fingerprints[0].get(want.name)
         if expected is not None and fingerprints[1].get(want.name) != expected:
             return want.name, _differs("vocabulary fingerprint", fingerprints[1].get(want.name), expected)
