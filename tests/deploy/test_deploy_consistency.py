@@ -16,6 +16,8 @@ DOCKERFILE = (REPO / "Dockerfile").read_text()
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 OVERLAYS = sorted(kustomization_dirs())
 STORAGE_OVERRIDES = ("run.storage_path", "data.path")
+# path options of the subcommands (prepare, predict, ...): read or written by the pods
+PATH_OPTIONS = ("model", "data", "source", "out", "resume")
 
 
 def dockerfile_arg(name: str) -> str:
@@ -200,18 +202,31 @@ def test_gpu_only_where_asked(rendered_jobs):
 
 # --- entrypoints --------------------------------------------------------------------------------
 
+def parsed_args(job: dict, where: str):
+    """The entrypoint's arguments as the real ``hamur`` parser reads them (a Namespace)."""
+    from hamur_dist import cli
+    sub = entrypoint(job)[0][len("jobs/"):-len(".py")]
+    try:
+        return cli.build_parser().parse_args([sub, *shlex.split(job["spec"]["entrypoint"])[2:]])
+    except SystemExit:
+        pytest.fail(f"{where}: `hamur {sub}` rejects the entrypoint's arguments")
+
+
 def test_entrypoints_name_jobs_scripts_of_cli_subcommands(rendered_jobs):
     from hamur_dist.cli import SUBCOMMANDS
     for name, job in rendered_jobs:
         script, config, _ = entrypoint(job)
-        assert re.fullmatch(r"jobs/\w+\.py", script) and (REPO / script).is_file(), f"{name}: {script}"
-        assert script[len("jobs/"):-len(".py")] in SUBCOMMANDS, f"{name}: {script} is no hamur subcommand"
-        if script == "jobs/prepare.py":   # `hamur prepare DATASET --out DIR`: no experiment config
-            args = shlex.split(job["spec"]["entrypoint"])
-            out = args[args.index("--out") + 1] if "--out" in args else ""
-            assert out.startswith("/mnt/hamur/"), f"{name}: prepare must write to the shared volume, got --out {out!r}"
-            continue
-        assert config and config.startswith("configs/") and config.endswith(".yaml"), f"{name}: --config {config}"
+        where = f"{name}/{job['metadata']['name']}"
+        assert re.fullmatch(r"jobs/\w+\.py", script) and (REPO / script).is_file(), f"{where}: {script}"
+        assert script[len("jobs/"):-len(".py")] in SUBCOMMANDS, f"{where}: {script} is no hamur subcommand"
+        # the RayJob hamur-X (component X) runs jobs/X.py
+        assert job["metadata"]["name"] == f"hamur-{script[len('jobs/'):-len('.py')]}" \
+            == f"hamur-{job['metadata']['labels']['app.kubernetes.io/component']}", where
+        args = parsed_args(job, where)
+        if hasattr(args, "config"):       # train / tune: an experiment or search config
+            assert config and config.startswith("configs/") and config.endswith(".yaml"), f"{where}: --config {config}"
+        else:                             # prepare / predict: paths; the output must be on the shared volume
+            assert (args.out or "").startswith("/mnt/hamur/"), f"{where}: --out {args.out!r} not on the shared volume"
 
 
 def config_paths_named(rendered) -> set[str]:
@@ -233,7 +248,8 @@ def test_paths_in_the_docs_exist():
 
 
 def test_results_and_data_live_on_shared_storage(rendered, rendered_jobs):
-    """A relative or pod-local storage_path would leave each node's checkpoints on its own disk."""
+    """A relative or pod-local storage_path would leave each node's checkpoints on its own disk, and a
+    pod-local --data / --model / --out each pod's reads or scores on its own."""
     for name, job in rendered_jobs:
         where = f"{name}/{job['metadata']['name']}"
         script, _, overrides = entrypoint(job)
@@ -241,10 +257,11 @@ def test_results_and_data_live_on_shared_storage(rendered, rendered_jobs):
         if script in ("jobs/train.py", "jobs/tune.py"):
             assert "run.storage_path" in values, f"{where}: set run.storage_path to the shared volume or a URI"
         mounts = [shared_mounts(g["template"]["spec"], pvc_names(rendered[name])) for _, g in groups(job)]
-        for key in STORAGE_OVERRIDES:
-            value = values.get(key)
+        args = vars(parsed_args(job, where))
+        options = {f"--{k}": args.get(k) for k in PATH_OPTIONS if isinstance(args.get(k), str)}
+        for key, value in [(k, values.get(k)) for k in STORAGE_OVERRIDES] + list(options.items()):
             if value is None or re.match(r"^[a-z][a-z0-9+.-]*://", value):
-                continue          # unset (data.path: the config's own) or an object-store URI
+                continue          # unset (data.path: the config's own) or a URI / URL
             assert value.startswith("/"), f"{where}: {key}={value} must be absolute"
             for m in mounts:
                 assert any(value == p or value.startswith(p.rstrip("/") + "/") for p in m), \
@@ -260,10 +277,7 @@ def test_entrypoint_arguments_parse_with_the_hamur_cli(rendered_jobs):
         script, _, _ = entrypoint(job)
         sub = script[len("jobs/"):-len(".py")]
         assert sub in built, f"{name}/{job['metadata']['name']}: `hamur {sub}` is not a subcommand of the CLI"
-        try:
-            parser.parse_args([sub, *shlex.split(job["spec"]["entrypoint"])[2:]])
-        except SystemExit:
-            pytest.fail(f"{name}/{job['metadata']['name']}: `hamur {sub}` rejects the entrypoint's arguments")
+        parsed_args(job, f"{name}/{job['metadata']['name']}")
 
 
 def test_entrypoint_overrides_are_experiment_config_keys(rendered_jobs):

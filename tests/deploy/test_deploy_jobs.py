@@ -11,7 +11,7 @@ import pytest
 from tests.deploy.deploy_paths import REPO
 
 JOBS = REPO / "jobs"
-SCRIPTS = ["prepare", "train", "tune", "evaluate"]
+SCRIPTS = ["prepare", "train", "tune", "evaluate", "predict"]
 
 
 def test_every_job_script_is_a_cli_subcommand():
@@ -45,6 +45,27 @@ def test_script_passes_its_arguments_to_its_subcommand(name, fake_cli, monkeypat
     assert stop.value.code == 3
     # no RAY_ADDRESS (run outside `ray job submit`): join the local cluster, never start a private one
     assert fake_cli == [([name, "--config", "configs/x.yaml", "run.name=a b"], "auto")]
+
+
+def test_predict_passes_options_through_unchanged(fake_cli, monkeypatch):
+    """The script knows no option of its own: a new `hamur predict` option (say --source) works as is."""
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    argv = ["--model", "/mnt/hamur/runs/r", "--source", "/mnt/hamur/raw/logs", "--out", "/o", "--some-new-flag"]
+    monkeypatch.setattr(sys, "argv", ["jobs/predict.py", *argv])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(JOBS / "predict.py"), run_name="__main__")
+    assert fake_cli == [(["predict", *argv], "10.0.0.5:6379")]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_reaches_its_subcommand_of_the_real_cli(name, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")      # so the script leaves os.environ alone
+    monkeypatch.syspath_prepend(str(JOBS))
+    monkeypatch.setattr(sys, "argv", [f"jobs/{name}.py", "--help"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(JOBS / f"{name}.py"), run_name="__main__")
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: hamur {name}")
 
 
 def test_address_set_by_ray_job_submit_is_kept(fake_cli, monkeypatch):

@@ -46,10 +46,24 @@ def test_manifest_file_is_valid(path, manifest_validator):
         assert manifest_validator.errors(doc) == [], f"{path}: {resource_key(doc)}"
 
 
+# The Ray objects every kustomization renders (add a new one here); each Ray cluster has two policies.
+RAYJOBS = {"hamur-prepare", "hamur-train", "hamur-tune", "hamur-predict"}
+RAYCLUSTERS = {"hamur-interactive"}
+
+
+def names_of(kind: str, docs: list[dict]) -> set[str]:
+    return {d["metadata"]["name"] for d in docs if d["kind"] == kind}
+
+
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
 def test_rendered_kustomization_is_valid(name, rendered, manifest_validator):
+    docs = rendered[name]
+    assert names_of("RayJob", docs) == RAYJOBS and names_of("RayCluster", docs) == RAYCLUSTERS, name
+    policies = {f"{n}-{role}" for n in RAYJOBS | RAYCLUSTERS for role in ("head", "workers")}
+    assert names_of("NetworkPolicy", docs) == policies, name
     kinds = sorted(doc["kind"] for doc in rendered[name])
-    assert kinds == ["NetworkPolicy"] * 8 + ["PersistentVolumeClaim", "RayCluster", "RayJob", "RayJob", "RayJob"]
+    assert kinds == sorted(["NetworkPolicy"] * len(policies) + ["PersistentVolumeClaim"]
+                           + ["RayCluster"] * len(RAYCLUSTERS) + ["RayJob"] * len(RAYJOBS))
     for doc in rendered[name]:
         assert manifest_validator.errors(doc) == [], f"{name}: {resource_key(doc)}"
 
