@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -75,6 +76,13 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    """Copy a file's bytes to ``dst`` through a temporary file and a rename (parents created)."""
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as source, atomic_write(dst, "wb") as target:
+        shutil.copyfileobj(source, target)
 
 
 def atomic_rename(src: str | Path, dst: str | Path) -> None:

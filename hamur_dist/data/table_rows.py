@@ -113,7 +113,8 @@ class TableRows:
         """Feature -> values encoded as 0 because the vocabulary lacks them (vocabulary and identity ids)."""
         return {name: int(e.unknown) for name, e in self.sparse.items() if not e.hashed}
 
-    def encode(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def encode_features(self, table: pa.Table) -> dict[str, np.ndarray]:
+        """The model's inputs of a chunk: sparse ids, scaled dense values, domain (-1 where unknown)."""
         s, cols = self.schema, {}
         for f in s.sparse:
             cols[f.name] = self.sparse[f.name].encode(table.column(f.source).combine_chunks())
@@ -123,6 +124,10 @@ class TableRows:
         for f in s.dense:
             cols[f.name] = self.dense[f.name].encode(floats(table.column(f.source)))
         cols["domain"] = domain
+        return cols
+
+    def encode(self, table: pa.Table) -> dict[str, np.ndarray]:
+        s, cols = self.schema, self.encode_features(table)
         label = floats(table.column(s.label.column))
         cols["label"] = (label > s.label.threshold if s.label.threshold is not None else label).astype(np.float32)
         for column in s.extra_labels:

@@ -82,3 +82,89 @@ def predict(model_path: str | Path, data_root: str | Path, out: str | Path, spli
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
+
+
+class RawScorer:
+    """A Ray Data actor for raw logs: encodes each batch with the model's own vocabularies, then scores."""
+
+    def __init__(self, model_path: str):
+        from hamur_dist.infer.raw_encoding import RawEncoder
+        from hamur_dist.model.artifact import load_artifact
+
+        torch.set_num_threads(1)
+        self.model = load_artifact(model_path)
+        self.encoder = RawEncoder(model_path)
+
+    @torch.no_grad()
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from hamur_dist.infer.raw_encoding import PATH_COLUMN
+
+        t = self.encoder.tensors(batch)
+        prob = torch.sigmoid(self.model(t["sparse"], t["dense"], t["domain"])).numpy()
+        if PATH_COLUMN in batch.column_names:
+            batch = batch.drop_columns([PATH_COLUMN])
+        return batch.append_column("prediction", pa.array(prob, pa.float32()))
+
+
+def raw_files(source: str | Path) -> tuple[list[str], str]:
+    """The CSV or Parquet files of ``source`` (a file or a folder) and their format."""
+    from hamur_dist.data.table_inputs import DEFAULT_PATTERNS
+    from hamur_dist.data.validation import DataError
+
+    root = Path(source).absolute()
+    if not root.exists():
+        raise FileNotFoundError(f"raw logs not found: {root}")
+    files = [root] if root.is_file() else sorted({p for pattern in DEFAULT_PATTERNS for p in root.glob(pattern)})
+    if not files:
+        raise DataError(f"no input files match {DEFAULT_PATTERNS}", file=root)
+    kinds = {"parquet" if p.suffix == ".parquet" else "csv" for p in files}
+    if len(kinds) > 1:
+        raise DataError("mixes CSV and Parquet files; score one format at a time", file=root)
+    return [str(p) for p in files], kinds.pop()
+
+
+def predict_raw(model_path: str | Path, source: str | Path, out: str | Path, batch_size: int = 8192,
+                num_actors: int = 2) -> int:
+    """Score raw logs (the raw columns of the model's training schema) without a prepare step."""
+    import pyarrow.csv as csv
+    import ray.data
+
+    from hamur_dist.infer.raw_encoding import RawEncoder
+
+    out = Path(out).absolute()
+    if out.exists():
+        raise FileExistsError(f"output {out} exists; choose another --out")
+    model_path = model_dir(model_path)
+    encoder = RawEncoder(model_path)            # refuses a model that cannot read raw rows, before Ray reads
+    files, kind = raw_files(source)
+    if kind == "parquet":
+        ds = ray.data.read_parquet(files, include_paths=True)
+    else:
+        i = encoder.schema.input
+        ds = ray.data.read_csv(files, include_paths=True,
+                               parse_options=csv.ParseOptions(delimiter=i.delimiter),
+                               read_options=csv.ReadOptions(column_names=i.column_names or None, encoding=i.encoding),
+                               convert_options=csv.ConvertOptions(column_types=encoder.column_types()))
+    scored = ds.map_batches(RawScorer, fn_constructor_args=(str(model_path),), batch_size=batch_size,
+                            batch_format="pyarrow", concurrency=num_actors, num_cpus=0.5)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        scored.write_parquet(str(tmp))
+        rows = ray.data.read_parquet(str(tmp)).count()
+        atomic_rename(tmp, out)
+    except Exception as exc:
+        if caused_by_bad_input(exc):
+            raise InputDataError(_remote_message(exc)) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def _remote_message(exc: BaseException) -> str:
+    """The InputDataError's own line out of Ray's wrapped traceback text."""
+    name = f"{InputDataError.__module__}.{InputDataError.__qualname__}: "
+    for line in reversed(str(exc).splitlines()):
+        if name in line:
+            return line.split(name, 1)[1]
+    return str(exc).strip().splitlines()[-1]

@@ -2,7 +2,10 @@
 
     model/
       model.pt        {"format": 1, "model_config": {...}, "schema": {...}, "state_dict": {...}}
-      manifest.json   the training dataset's manifest (feature vocabularies, domains)
+      manifest.json   the training dataset's manifest: features, vocabulary fingerprints, dense
+                      scaling, domains, and the table schema that encodes raw rows
+      vocab/          the training dataset's vocabularies (value -> id), checked against the fingerprints
+      config.yaml     the run's resolved experiment config
 
 ``model.pt`` is read with ``torch.load(weights_only=True)``: it holds only dicts, lists, numbers,
 strings and tensors, so a file that asks the unpickler for anything else (code) is refused.
@@ -15,13 +18,15 @@ import zipfile
 from pathlib import Path
 
 import torch
+import yaml
 
 from hamur_dist import config_loader
 from hamur_dist.data.manifest import (MANIFEST_NAME, DenseFeature, FeatureSchema, Manifest, SparseFeature,
                                       load_manifest, write_manifest)
 from hamur_dist.model import build_model
 from hamur_dist.model.config import ModelConfig
-from hamur_dist.fileio import atomic_torch_save
+from hamur_dist.data.vocabulary import read_vocabulary, vocab_path
+from hamur_dist.fileio import atomic_copy, atomic_torch_save, atomic_write_text
 
 FORMAT = 1
 MODEL_FILE = "model.pt"
@@ -31,9 +36,20 @@ class ArtifactError(ValueError):
     """A model artifact is unreadable, of another format, or holds more than plain data and tensors."""
 
 
-def save_artifact(directory: str | Path, model_cfg: ModelConfig, manifest: Manifest, state_dict: dict) -> Path:
+def save_artifact(directory: str | Path, model_cfg: ModelConfig, manifest: Manifest, state_dict: dict,
+                  dataset_root: str | Path | None = None, experiment: dict | None = None) -> Path:
+    """Write the artifact; ``dataset_root``: the training dataset, whose vocabularies are copied (each
+    checked against its fingerprint), so the model alone can encode raw rows."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if dataset_root is not None:
+        for feature in manifest.sparse:
+            if feature.name in manifest.source.get("vocab_files", {}):
+                vocab = read_vocabulary(dataset_root, feature.name, feature.fingerprint)
+                atomic_copy(vocab_path(dataset_root, feature.name), vocab_path(directory, feature.name))
+                del vocab
+    if experiment is not None:
+        atomic_write_text(directory / "config.yaml", yaml.safe_dump(experiment, sort_keys=False))
     payload = {
         "format": FORMAT,
         "model_config": config_loader.to_dict(model_cfg),

@@ -149,7 +149,7 @@ def train_loop_per_worker(config: dict) -> None:
         outputs.plot_val_auc(manifest.domain.num_domains, manifest.domain.names)
         outputs.close()
         with best_checkpoint.as_directory() if best_checkpoint is not None else contextlib.nullcontext(None) as d:
-            wm.export_artifact(run_dir / "model", cfg, d)
+            wm.export_artifact(run_dir / "model", cfg, d, dataset_root=root)
     best_auc = state.best.auc if state.best.auc != -math.inf else float("nan")
     row = {"epoch": state.last_epoch, "final": 1, **flat_metrics(test, "test"), "best_epoch": state.best.epoch,
            "val/auc": best_auc}

@@ -206,6 +206,8 @@ class WorkerModel:
                 state[f"embedding.tables.{name}.weight"] = full[f"tables.{name}.weight"]
         return state
 
-    def export_artifact(self, directory: Path, cfg: ExperimentConfig, checkpoint_dir: str | None) -> None:
+    def export_artifact(self, directory: Path, cfg: ExperimentConfig, checkpoint_dir: str | None,
+                        dataset_root: str | None = None) -> None:
         from hamur_dist.model.artifact import save_artifact
-        save_artifact(directory, cfg.model, self.manifest, self.full_state_dict(checkpoint_dir))
+        save_artifact(directory, cfg.model, self.manifest, self.full_state_dict(checkpoint_dir),
+                      dataset_root=dataset_root, experiment=to_dict(cfg))
