@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "train": ("hamur_dist.train.cli_train", "train a model (embedded local Ray, or --address to join a cluster)"),
     "evaluate": ("hamur_dist.infer.cli_evaluate", "per-domain metrics of a trained model on a dataset split"),
     "predict": ("hamur_dist.infer.cli_predict", "score a Parquet dataset with Ray Data batch inference"),
+    "export": ("hamur_dist.infer.cli_export", "write a model plain PyTorch loads (torch.export) and its vocabularies"),
     "tune": ("hamur_dist.tune.cli_tune", "Ray Tune search over adapter rank, hyper-network size, ..."),
 }
 

@@ -4,6 +4,10 @@
 
 The embedding module (``model.embedding``) implements ``EmbeddingCollectionInterface``: by default a
 plain ``EmbeddingCollection``; a pre-built one (e.g. sharded) with the same ``specs`` can be passed in.
+
+``model.route_every_domain = True`` (evaluation only) swaps the routing for ``AllDomainsLayout``:
+every domain's parameters run on every row, with no host sync or data-dependent shape, so the
+model can be traced by ``torch.export`` (``hamur export``). Training always uses ``DomainLayout``.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from torch import nn
 from hamur_dist.data.manifest import FeatureSchema
 from hamur_dist.model.config import ModelConfig
 from hamur_dist.model.embedding import EmbeddingCollection, EmbeddingCollectionInterface, TableSpec
-from hamur_dist.model.routing import DomainLayout
+from hamur_dist.model.routing import AllDomainsLayout, DomainLayout
 
 
 def embedding_specs(cfg: ModelConfig, schema: FeatureSchema) -> list[TableSpec]:
@@ -29,6 +33,8 @@ def embedding_specs(cfg: ModelConfig, schema: FeatureSchema) -> list[TableSpec]:
 class CTRModel(nn.Module):
     """Base class. Subclasses implement ``body(sparse_emb, dense, layout) -> logits`` on rows sorted
     by domain (``layout``); this class validates inputs, embeds, sorts and restores the order."""
+
+    route_every_domain = False   # True: AllDomainsLayout (eval / export), see the module docstring
 
     def __init__(self, cfg: ModelConfig, schema: FeatureSchema,
                  embedding: EmbeddingCollectionInterface | None = None):
@@ -86,7 +92,13 @@ class CTRModel(nn.Module):
             raise ValueError("model.hamur.mode=reference normalises adapter outputs with whole-batch "
                              "statistics, which a batch of one row does not have (the reference code "
                              "returns NaN); batch at least 2 rows or use model.hamur.mode=paper")
-        layout = DomainLayout(domain, self.num_domains)
+        if self.route_every_domain:
+            if self.training:
+                raise RuntimeError("route_every_domain is for evaluation and export (in training, BatchNorm "
+                                   "would pool every domain's rows); call model.eval() first")
+            layout = AllDomainsLayout(domain, self.num_domains)
+        else:
+            layout = DomainLayout(domain, self.num_domains)
         sparse, dense = layout.sort(sparse), layout.sort(dense)
         sparse_emb = self.lookup(sparse, layout.domain)
         logits = self.body(sparse_emb, dense.to(sparse_emb.dtype), layout)

@@ -32,7 +32,9 @@ class PerDomain(MLPTowers):
 
     def lookup(self, sparse: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         outside = (sparse < 0) | (sparse >= self.vocab)
-        if bool(outside.any()):   # would silently read another domain's rows
+        if torch.compiler.is_exporting():   # no host sync in a traced program: an assertion in the graph
+            torch._assert_async(~outside.any(), "a sparse id is outside its feature's vocabulary")
+        elif bool(outside.any()):   # would silently read another domain's rows
             bad = int(outside.any(0).nonzero()[0])
             raise IndexError(f"sparse feature '{self.schema.sparse[bad].name}' has an id outside "
                              f"[0, {int(self.vocab[bad])})")
