@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-sizes", type=_ints,
                         help="synthetic: vocabulary size per sparse feature, e.g. 1e8,1000")
     parser.add_argument("--num-dense", type=int, help="synthetic: number of dense features")
+    parser.add_argument("--drift", type=float, help="synthetic --like: how far the planted weights move from the "
+                        "dataset's, in [0, 1] (default 0.1)")
+    parser.add_argument("--new-ids", type=float, help="synthetic --like: share of each feature's ids that are new, "
+                        "beyond the dataset's vocabulary, in [0, 1) (default 0.05)")
     parser.add_argument("--like", metavar="DATASET",
                         help="encode like this prepared dataset: its vocabularies, scaling, domains and features, "
                              "frozen (unknown ids -> 0, counted; an unknown domain is an error)")
@@ -54,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 _OPTION_NAMES = ["source", "schema", "rows", "seed", "shard_rows", "row_group_rows", "chunk_rows", "bad_rows",
                  "overwrite", "split", "shuffle", "sha256", "download_dir", "workers", "num_domains",
-                 "domain_weights", "vocab_sizes", "num_dense", "like", "grow_vocab", "add_domains", "domains"]
+                 "domain_weights", "vocab_sizes", "num_dense", "like", "grow_vocab", "add_domains", "domains",
+                 "drift", "new_ids"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ computed from ``splitmix64(id ^ key)``: no table of size vocab is ever built. We
 mix a part common to all domains with a domain-specific part (``shared``), so domains are related
 but per-domain models differ. Everything is derived from ``seed`` (shard k of split s
 uses the seed sequence [seed, s, k]), so the same seed gives byte-identical shards, whatever the
-number of worker processes.
+number of worker processes. ``like=DATASET`` makes next-day data of a synthetic dataset: drifted
+weights, a share of new ids (``hamur_dist.data.synthetic_next_day``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.encoders import splitmix64
 from hamur_dist.data.manifest import SPLITS, DenseFeature, DomainInfo, Manifest, SparseFeature, SplitInfo
 from hamur_dist.data.splitting import shard_quotas, split_sizes
+from hamur_dist.data.synthetic_next_day import (DRIFT_SALT, NEW_ID_GROWTH, check_next_day_fields, domain_fingerprint,
+                                                drift_weights, feature_fingerprint, finish_next_day, new_id_range,
+                                                resolve_spec, track_ids)
 from hamur_dist.data.validation import shard_schema
 from hamur_dist.data.staged_output import StagedOutput
 from hamur_dist.data.writer import SplitWriter, dictionary_columns
@@ -58,6 +62,13 @@ class SyntheticSpec:
     base_ctr: list[float] | None = None         # per-domain click rate at zero signal; default 0.15..0.35
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     seed: int = 2022
+    # next-day data (set by ``like``): a share of ids beyond the known vocabulary, and the planted
+    # signal of signal_seed turned by each [seed, drift] step in turn
+    new_ids: float = 0.0
+    new_ids_from: list[int] | None = None       # per feature, where new ids start (default: vocab_sizes)
+    new_id_growth: float = NEW_ID_GROWTH
+    signal_seed: int | None = None              # seed of the planted signal (default: seed)
+    drift_steps: list[list[float]] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.rows < 1 or self.num_domains < 1 or self.num_dense < 0 or not self.vocab_sizes:
@@ -72,6 +83,7 @@ class SyntheticSpec:
             raise ConfigError("synthetic: base_ctr values must be in (0, 1)")
         if not 0 <= self.shared <= 1 or self.zipf_a <= 0:
             raise ConfigError("synthetic: shared must be in [0, 1] and zipf_a > 0")
+        check_next_day_fields(self, _MAX_VOCAB)
 
     @property
     def sparse_names(self) -> list[str]:
@@ -93,13 +105,10 @@ class PlantedSignal:
     """The per-domain logit of the generator, computable for any rows (an oracle for benchmarks)."""
 
     def __init__(self, spec: SyntheticSpec):
-        rng = np.random.default_rng([spec.seed, 0x5EED])
+        base = spec.seed if spec.signal_seed is None else spec.signal_seed
+        rng = np.random.default_rng([base, 0x5EED])
         features, domains = len(spec.vocab_sizes), spec.num_domains
-        scale = spec.signal / math.sqrt(features + spec.num_dense)
-        # weights = a part common to all domains + a domain-specific part (so domains are related)
-        common, own = math.sqrt(spec.shared), math.sqrt(1 - spec.shared)
-        self.w = scale * (common * rng.normal(size=features) + own * rng.normal(size=(domains, features)))
-        self.v = scale * (common * rng.normal(size=spec.num_dense) + own * rng.normal(size=(domains, spec.num_dense)))
+        self.w, self.v = self._weights(spec, rng)
         self.key_shared = rng.integers(0, 2**63, size=features, dtype=np.uint64)
         self.key_domain = rng.integers(0, 2**63, size=(features, domains), dtype=np.uint64)
         if spec.base_ctr is not None:
@@ -107,12 +116,15 @@ class PlantedSignal:
         else:
             ctr = np.linspace(0.15, 0.35, domains) if domains > 1 else np.array([0.25])
         self.bias = np.log(ctr / (1 - ctr))
+        for seed, drift in spec.drift_steps:           # next days: the weights turn, ids keep their effects
+            w, v = self._weights(spec, np.random.default_rng([int(seed), DRIFT_SALT]))
+            self.w, self.v = drift_weights(self.w, w, drift), drift_weights(self.v, v, drift)
         self.shared = math.sqrt(spec.shared)
         self.specific = math.sqrt(1 - spec.shared)
         # Under Zipf a few hot ids carry most rows, so raw effects are far from mean 0 / variance 1
         # over the data. Standardise them with moments estimated on a fixed sample of ids, so that
         # base_ctr and signal keep their meaning whatever the vocabularies.
-        calibration = np.random.default_rng([spec.seed, 0xCA1])
+        calibration = np.random.default_rng([base, 0xCA1])
         self.center = np.zeros((features, domains))
         self.scale = np.ones((features, domains))
         for f, vocab in enumerate(spec.vocab_sizes):
@@ -120,6 +132,16 @@ class PlantedSignal:
             for d in range(domains):
                 raw = self._raw_effect(f, ids, np.full(len(ids), d))
                 self.center[f, d], self.scale[f, d] = raw.mean(), max(raw.std(), 1e-6)
+
+    @staticmethod
+    def _weights(spec: SyntheticSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse and dense weights: a part common to all domains + a domain-specific part (related domains)."""
+        features, domains = len(spec.vocab_sizes), spec.num_domains
+        scale = spec.signal / math.sqrt(features + spec.num_dense)
+        common, own = math.sqrt(spec.shared), math.sqrt(1 - spec.shared)
+        w = scale * (common * rng.normal(size=features) + own * rng.normal(size=(domains, features)))
+        v = scale * (common * rng.normal(size=spec.num_dense) + own * rng.normal(size=(domains, spec.num_dense)))
+        return w, v
 
     @staticmethod
     def _unit(hashed: np.ndarray) -> np.ndarray:
@@ -159,9 +181,19 @@ def zipf_ids(rng: np.random.Generator, n: int, vocab: int, a: float, feature: in
     return 1 + ((rank - 1) * _SCRAMBLE_PRIME + offset) % top
 
 
+def feature_ids(spec: SyntheticSpec, rng: np.random.Generator, n: int, f: int) -> np.ndarray:
+    """Feature f's ids: Zipf in [1, vocab); a share ``new_ids`` of them Zipf beyond the known vocabulary."""
+    ids = zipf_ids(rng, n, spec.vocab_sizes[f], spec.zipf_a, f)
+    if spec.new_ids > 0:
+        low, high = new_id_range((spec.new_ids_from or spec.vocab_sizes)[f], spec.new_id_growth)
+        new = rng.random(n) < spec.new_ids
+        ids[new] = low - 1 + zipf_ids(rng, int(new.sum()), high - low + 1, spec.zipf_a, f + len(spec.vocab_sizes))
+    return ids
+
+
 def generate_block(spec: SyntheticSpec, signal: PlantedSignal, rng: np.random.Generator, n: int) -> dict:
     domain = rng.choice(spec.num_domains, size=n, p=spec.domain_probs).astype(np.int64)
-    ids = [zipf_ids(rng, n, vocab, spec.zipf_a, f) for f, vocab in enumerate(spec.vocab_sizes)]
+    ids = [feature_ids(spec, rng, n, f) for f in range(len(spec.vocab_sizes))]
     dense = rng.random((n, spec.num_dense), dtype=np.float32)
     label = rng.random(n) < 1.0 / (1.0 + np.exp(-signal.logit(domain, ids, dense)))
     columns = dict(zip(spec.sparse_names, ids))
@@ -173,21 +205,29 @@ def generate_block(spec: SyntheticSpec, signal: PlantedSignal, rng: np.random.Ge
 
 
 def _write_shard(spec_dict: dict, root: str, split: str, index: int, rows: int, row_group_rows: int,
-                 schema: pa.Schema, dictionary: list[str]) -> SplitInfo:
+                 schema: pa.Schema, dictionary: list[str], encode_below: list[int] | None = None):
+    """Write one shard; returns its SplitInfo, per feature the ids written as 0 (those >= encode_below,
+    a frozen parent's vocab sizes) and the max id drawn."""
     spec = SyntheticSpec(**spec_dict)
     signal = PlantedSignal(spec)
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), index])
     writer = SplitWriter(Path(root), split, schema, rows, row_group_rows, spec.num_domains, "domain", "label",
                          first_shard=index, dictionary=dictionary)
+    unknown, top = [0] * len(spec.vocab_sizes), [0] * len(spec.vocab_sizes)
     for start in range(0, rows, row_group_rows):
         block = generate_block(spec, signal, rng, min(row_group_rows, rows - start))
+        track_ids(block, spec.sparse_names, encode_below, unknown, top)
         writer.append(pa.table(block))
-    return writer.close()
+    return writer.close(), unknown, top
 
 
-def synthetic_manifest(spec: SyntheticSpec) -> Manifest:
-    sparse = [SparseFeature(name, vocab) for name, vocab in zip(spec.sparse_names, spec.vocab_sizes)]
-    sparse.append(SparseFeature("domain_indicator", spec.num_domains + 1, source="domain"))
+def synthetic_manifest(spec: SyntheticSpec, vocab_sizes: list[int] | None = None) -> Manifest:
+    """The manifest of ``spec``'s data; ``vocab_sizes``: the f.. features' sizes (default the spec's)."""
+    sizes = spec.vocab_sizes if vocab_sizes is None else vocab_sizes
+    sparse = [SparseFeature(name, vocab, fingerprint=feature_fingerprint(vocab))
+              for name, vocab in zip(spec.sparse_names, sizes)]
+    sparse.append(SparseFeature("domain_indicator", spec.num_domains + 1, source="domain",
+                                fingerprint=domain_fingerprint(spec.num_domains)))
     dense = [DenseFeature(name, "none", {"min": 0.0, "max": 1.0}) for name in spec.dense_names]
     return Manifest(name="synthetic", sparse=sparse, dense=dense,
                     domain=DomainInfo("domain", spec.num_domains, [f"domain{d}" for d in range(spec.num_domains)]),
@@ -195,20 +235,22 @@ def synthetic_manifest(spec: SyntheticSpec) -> Manifest:
                     source={"preparer": "synthetic", "spec": dataclasses.asdict(spec)})
 
 
-def prepare_synthetic(out, rows: int = 1_000_000, seed: int = 2022, num_domains: int = 3,
+def prepare_synthetic(out, rows: int | None = None, seed: int | None = None, num_domains: int | None = None,
                       shard_rows: int = 1_000_000, row_group_rows: int = 65_536, workers: int | None = None,
-                      overwrite: bool = False, progress: bool | None = None, **spec_options) -> Manifest:
-    """Generate the dataset; ``spec_options`` are further ``SyntheticSpec`` fields (vocab_sizes, ...)."""
-    unknown = set(spec_options) - {f.name for f in dataclasses.fields(SyntheticSpec)}
-    if unknown:
-        raise ConfigError(f"synthetic: unknown option(s) {sorted(unknown)}")
-    spec = SyntheticSpec(rows=rows, seed=seed, num_domains=num_domains, **spec_options)
+                      overwrite: bool = False, progress: bool | None = None, like: str | Path | None = None,
+                      grow_vocab: bool = False, drift: float | None = None, new_ids: float | None = None,
+                      **spec_options) -> Manifest:
+    """Generate the dataset (rows 1M, seed 2022, 3 domains unless given); ``spec_options`` are further
+    ``SyntheticSpec`` fields (vocab_sizes, ...). With ``like`` (a synthetic dataset): next-day data of
+    it (``hamur_dist.data.synthetic_next_day``; drift default 0.1, new_ids default 0.05)."""
+    spec, plan = resolve_spec(SyntheticSpec, rows, seed, num_domains, like, grow_vocab, drift, new_ids, spec_options)
     spec.validate()
     if shard_rows < 1 or row_group_rows < 1:
         raise ConfigError("shard_rows and row_group_rows must be >= 1")
     workers = max(1, workers or os.cpu_count() or 1)
-    manifest = synthetic_manifest(spec)
+    manifest = synthetic_manifest(spec, None if plan is None else plan.known)
     schema = shard_schema(manifest)
+    encode_below = None if plan is None else plan.encode_below()
     started = time.perf_counter()
     with StagedOutput(out, overwrite) as staged:
         tasks = [(split, i, n) for split, size in zip(SPLITS, split_sizes(spec.rows, spec.fractions))
@@ -216,9 +258,9 @@ def prepare_synthetic(out, rows: int = 1_000_000, seed: int = 2022, num_domains:
         for split in SPLITS:
             (staged.path / split).mkdir()
         args = [(dataclasses.asdict(spec), str(staged.path), split, i, n, row_group_rows, schema,
-                 dictionary_columns(manifest))
+                 dictionary_columns(manifest), encode_below)
                 for split, i, n in tasks]
-        results: dict[tuple[str, int], SplitInfo] = {}
+        results: dict[tuple[str, int], tuple] = {}
         bar = tqdm(total=spec.rows, unit="rows", unit_scale=True, desc="generate", leave=False,
                    disable=None if progress is None else not progress)
         with bar:
@@ -234,8 +276,12 @@ def prepare_synthetic(out, rows: int = 1_000_000, seed: int = 2022, num_domains:
                         a = futures[future]
                         results[(a[2], a[3])] = future.result()
                         bar.update(a[4])
-        manifest.splits = {split: _merge([results[(s, i)] for s, i, _ in tasks if s == split], spec.num_domains)
+        manifest.splits = {split: _merge([results[(s, i)][0] for s, i, _ in tasks if s == split], spec.num_domains)
                            for split in SPLITS}
+        unknown = np.sum([r[1] for r in results.values()], axis=0)
+        manifest.unknown_ids = {name: int(n) for name, n in zip(spec.sparse_names, unknown)}
+        if plan is not None:
+            finish_next_day(plan, manifest, list(np.max([r[2] for r in results.values()], axis=0)))
         seconds = time.perf_counter() - started
         manifest.source.update(seconds=round(seconds, 3), workers=workers, rows_per_second=round(spec.rows / seconds))
         staged.commit(manifest)
