@@ -103,6 +103,10 @@ class TrainConfig:
                                         # stuck rank (below collective_timeout_s); 0 = off
     min_workers: int = 0                # > 0 and < num_workers: elastic; after losing nodes, restart on
                                         # as many workers as fit, but at least this many (0 = fixed size)
+    init_from: str | None = None        # start from this run's best weights (a run directory or its model/)
+    init_optimizer_state: bool = True   # with init_from: also its optimiser state, where it was kept
+    trainable: Literal["all", "new_domains"] = "all"   # new_domains (with init_from): only the parts of the
+                                        # domains the dataset adds; shared parts and hyper-network frozen
 
     def validate(self) -> None:
         if self.num_workers < 1:
@@ -122,6 +126,13 @@ class TrainConfig:
         if self.precision == "bf16" and not self.use_gpu:
             raise ConfigError("train.precision: bf16 autocast runs on GPUs only; set train.use_gpu=true "
                               "or train.precision=fp32")
+        if self.trainable != "all" and not self.init_from:
+            raise ConfigError(f"train.trainable: {self.trainable} trains the parts of domains added to a trained "
+                              "model: set train.init_from (hamur train --init-from RUN)")
+        if self.init_from and not (Path(self.init_from).expanduser() / "model.pt").is_file() \
+                and not (Path(self.init_from).expanduser() / "model" / "model.pt").is_file():
+            raise ConfigError(f"train.init_from: no model artifact in {self.init_from} (a run directory with "
+                              "model/model.pt, or that model/ folder)")
         if not 0 <= self.min_workers <= self.num_workers:
             raise ConfigError(f"train.min_workers must be in [0, train.num_workers={self.num_workers}], "
                               f"got {self.min_workers}")

@@ -166,3 +166,16 @@ def markdown_table(split_report: dict) -> str:
         lines.append(row(str(e["domain"]), e["name"], e))
     lines.append(row("**all**", "", split_report["overall"]))
     return "\n".join(lines) + "\n"
+
+
+def comparison_table(new: dict, old: dict, old_label: str = "previous model") -> str:
+    """Per-domain test AUC of a run next to the model it started from (same split; the old model
+    scores only the domains it knows)."""
+    old_by_domain = {e["domain"]: e for e in old["domains"]}
+    lines = [f"| domain | name | samples | AUC, this run | AUC, {old_label} | difference |", "|---|---|---:|---:|---:|---:|"]
+    rows = [(str(e["domain"]), e["name"], e, old_by_domain.get(e["domain"])) for e in new["domains"]]
+    rows.append(("**all**", "", new["overall"], old["overall"]))
+    for label, name, e, o in rows:
+        before = o["auc"] if o is not None else float("nan")
+        lines.append(f"| {label} | {name} | {e['count']} | {fmt(e['auc'])} | {fmt(before)} | {fmt(e['auc'] - before)} |")
+    return "\n".join(lines) + "\n"

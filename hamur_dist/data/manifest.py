@@ -123,6 +123,14 @@ class Manifest:
                              label=self.label)
 
     @property
+    def domain_feature(self) -> str | None:
+        """The sparse feature that feeds the domain to the model (id = domain + 1), if there is one."""
+        record = self.source.get("table_schema") if isinstance(self.source, dict) else None
+        if isinstance(record, dict):
+            return record.get("domain", {}).get("sparse_feature")
+        return "domain_indicator" if "domain_indicator" in [f.name for f in self.sparse] else None
+
+    @property
     def columns(self) -> list[str]:
         """Every column a shard holds, in shard order."""
         cols = [f.name for f in self.sparse] + [f.name for f in self.dense]

@@ -79,3 +79,27 @@ def evaluate_model(model_path: str | Path, data_root: str | Path, split: str = "
 
 
 # --- does a dataset encode inputs the way the model's training data did? -------------------------
+
+
+@torch.no_grad()
+def evaluate_previous(model_path: str | Path, data_root: str | Path, split: str = "test",
+                      batch_size: int = 16384) -> dict:
+    """A model's report on a dataset that continues (and may grow) its training data's encoding
+    (``hamur_dist.data.continuation``): ids it has no row for read as unknown (0), rows of domains it
+    does not know are left out. Puts a warm-started run next to the model it started from."""
+    model_path = model_dir(model_path)
+    model = load_artifact(model_path)
+    old, manifest = model.training_manifest, load_manifest(data_root)
+    limits = torch.tensor([f.vocab_size for f in old.sparse])
+    collate = BatchCollator(manifest, with_user=manifest.user_column is not None)
+    buf = PredictionBuffer(with_user=manifest.user_column is not None)
+    for path in manifest.shard_paths(data_root, split):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=manifest.columns):
+            t = collate(pa.Table.from_batches([batch]))
+            known = t["domain"] < old.domain.num_domains
+            if not bool(known.any()):
+                continue
+            sparse = torch.where(t["sparse"] < limits, t["sparse"], 0)[known]
+            prob = torch.sigmoid(model(sparse, t["dense"][known], t["domain"][known]))
+            buf.add(prob, t["label"][known], t["domain"][known], t["user"][known] if "user" in t else None)
+    return domain_report(buf.tensors(), old.domain.num_domains, old.domain.names)

@@ -116,6 +116,10 @@ def markdown_report(report: dict) -> str:
              f"best epoch: {report.get('best_epoch')}, epochs run: {report.get('epochs_run')}\n"]
     if report.get("test"):
         parts += ["\n## Test (best weights)\n\n", markdown_table(report["test"])]
+    if report.get("previous_model") and report.get("test"):
+        from hamur_dist.metrics import comparison_table
+        parts += [f"\n## Test next to the model this run started from (`{report['previous_model']['model']}`)\n\n",
+                  comparison_table(report["test"], report["previous_model"]["test"])]
     if report.get("best_val"):
         parts += ["\n## Validation (best epoch)\n\n", markdown_table(report["best_val"])]
     return "".join(parts)

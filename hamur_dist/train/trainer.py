@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -89,6 +90,11 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
     from hamur_dist.train.worker import train_loop_per_worker
 
     root, manifest = ensure_dataset(cfg, log)
+    init = None
+    if cfg.train.init_from:
+        from hamur_dist.train.warm_start import resolve_init
+        init = resolve_init(cfg.train.init_from, cfg.model, root, manifest, cfg.train.init_optimizer_state,
+                            cfg.train.trainable)
     name, storage, run_dir = resolve_run(cfg, config_path)
     if is_uri(storage) and stored_run_exists(storage, name) != cfg.run.resume:
         if not cfg.run.resume:   # Ray would silently continue that run's checkpoints
@@ -103,6 +109,10 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
     cfg.run.name = name
     log(f"[hamur] run {name}: {cfg.train.num_workers} workers x batch {cfg.data.batch_size} "
         f"= global batch {cfg.train.num_workers * cfg.data.batch_size}; run dir {run_dir}")
+    if init is not None:
+        log(f"[hamur] starting from {init.model_dir} (best epoch's weights"
+            f"{', optimiser state of ' + init.checkpoint_dir if init.checkpoint_dir else '; ' + init.note})"
+            f"{'; training only the parts of the new domains' if cfg.train.trainable == 'new_domains' else ''}")
 
     ray_log = run_dir / LOG_FILE
     with ray_logging_to(ray_log, verbose), ray_cluster(cfg.ray, log), show_worker_output(ray_log, verbose):
@@ -117,7 +127,8 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
             resources["GPU"] = 1
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"experiment": to_dict(cfg), "dataset_root": root, "run_dir": str(run_dir)},
+            train_loop_config={"experiment": to_dict(cfg), "dataset_root": root, "run_dir": str(run_dir),
+                               "init": None if init is None else dataclasses.asdict(init)},
             scaling_config=ScalingConfig(num_workers=_num_workers(cfg), use_gpu=cfg.train.use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(name=name, storage_path=storage,
@@ -150,6 +161,10 @@ def train(cfg: ExperimentConfig, config_path: str | None = None, log=print, call
         log(f"[hamur] the run recovered from {restarts} worker-group failure(s): see {run_dir / EVENTS_FILE}")
     report_path = run_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    if init is not None and report.get("test"):
+        from hamur_dist.infer.evaluate import evaluate_previous
+        report["previous_model"] = {"model": init.model_dir, "test": evaluate_previous(init.model_dir, root)}
+        RunOutputs(run_dir).write_report(report)
     history = RunOutputs(run_dir).history()
     ckpt_path = result.checkpoint.path if result.checkpoint is not None else None
     return TrainResult(run_dir=run_dir, report=report, history=history, checkpoint_path=ckpt_path)

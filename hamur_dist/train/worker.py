@@ -88,7 +88,11 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = rank_and_world()
     torch.manual_seed(cfg.train.seed)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    wm = WorkerModel(cfg, manifest, rank, world)
+    init = None
+    if config.get("init"):
+        from hamur_dist.train.warm_start import InitSource
+        init = InitSource(**config["init"])
+    wm = WorkerModel(cfg, manifest, rank, world, init=init)
     fingerprint = wm.fingerprint()
 
     restored = resume.restore_latest(ray.train, wm, fingerprint, run_dir)

@@ -37,11 +37,21 @@ def make_optimizer(params, cfg: ExperimentConfig) -> torch.optim.Optimizer:
 
 
 class WorkerModel:
-    def __init__(self, cfg: ExperimentConfig, manifest: Manifest, rank: int, world: int):
+    def __init__(self, cfg: ExperimentConfig, manifest: Manifest, rank: int, world: int, init=None):
+        """``init``: a ``warm_start.InitSource`` to start from (train.init_from), or None."""
         self.cfg, self.manifest, self.rank, self.world = cfg, manifest, rank, world
         self.device = self._device()
         self.sharded, self.sparse_optimizer = self._sharded_tables()
         self.model = build_model(cfg.model, manifest.schema, embedding=self.sharded).to(self.device)
+        self.frozen, self.init_report = None, None
+        if init is not None:   # before DDP, whose construction broadcasts rank 0's weights
+            from hamur_dist.train.warm_start import load_weights
+            self.init_report = load_weights(self, init)
+            if cfg.train.trainable == "new_domains":
+                from hamur_dist.model.freeze import freeze_all_but_new_domains
+                feature = manifest.domain_feature
+                self.frozen = freeze_all_but_new_domains(self.model, init.old_num_domains,
+                                                         {feature: init.old_num_domains + 1} if feature else None)
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Searching the graph for unused parameters costs every step; needed only for a model
@@ -51,7 +61,11 @@ class WorkerModel:
                                                    find_unused_parameters=not self._every_parameter_used())
         else:
             self.wrapped = self.model
-        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.optimizer = make_optimizer([p for _, p in self.optimizer_named_parameters()], cfg)
+        self.init_optimizer = False
+        if init is not None:
+            from hamur_dist.train.warm_start import load_optimizer_state
+            self.init_optimizer = load_optimizer_state(self, init, self.init_report)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.train.precision == "bf16" and self.device.type == "cuda" else contextlib.nullcontext())
 
@@ -61,7 +75,7 @@ class WorkerModel:
         batch = self.dummy_batch()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), self.keep_buffers(enabled=True):
-            self.model.train()
+            self.train()
             logits = self.model(batch["sparse"].to(self.device), batch["dense"].to(self.device),
                                 batch["domain"].to(self.device))
             logits.float().sum().backward()
@@ -104,9 +118,18 @@ class WorkerModel:
                 return torch.device("cuda", 0)
         return torch.device("cpu")
 
+    def optimizer_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The dense optimiser's parameters by name, in its order (only the trainable ones when frozen)."""
+        if self.frozen is not None:
+            return self.frozen.named_trainable_parameters()
+        return list(self.model.named_parameters())
+
     # --- steps -------------------------------------------------------------------------------
     def train(self):
-        self.model.train()
+        if self.frozen is not None:
+            self.frozen.train_mode(self.model)     # frozen parts keep their BatchNorm statistics
+        else:
+            self.model.train()
 
     def eval(self):
         self.model.eval()
@@ -152,8 +175,13 @@ class WorkerModel:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.frozen is not None:
+            self.frozen.restore()          # frozen rows of partly trainable tensors, exactly as they were
         if self.sparse_optimizer is not None:
-            self.sparse_optimizer.step()   # the rows this step touched, on their owners
+            if self.frozen is not None:
+                self.sparse_optimizer.zero_grad()   # sparse tables are shared parts: frozen
+            else:
+                self.sparse_optimizer.step()   # the rows this step touched, on their owners
 
     def discard_lookups(self) -> None:
         """Forget sharded lookups made without a backward (evaluation)."""
@@ -167,9 +195,12 @@ class WorkerModel:
         layout = json.dumps({"sparse": [(f.name, f.vocab_size) for f in m.sparse],
                              "dense": [f.name for f in m.dense], "domains": m.domain.num_domains}, sort_keys=True)
         sharded = self.sharded.sparse_table_names() if self.sharded is not None else []   # kept in shard files
-        return {"model": json.dumps(to_dict(self.cfg.model), sort_keys=True),
-                "data_layout": hashlib.sha256(layout.encode()).hexdigest()[:16],
-                "sharded_tables": ",".join(sharded)}
+        found = {"model": json.dumps(to_dict(self.cfg.model), sort_keys=True),
+                 "data_layout": hashlib.sha256(layout.encode()).hexdigest()[:16],
+                 "sharded_tables": ",".join(sharded)}
+        if self.cfg.train.trainable != "all":   # another set of optimised parameters
+            found["trainable"] = self.cfg.train.trainable
+        return found
 
     def save_checkpoint(self, directory: str, loop_state: dict) -> bool:
         """Write this rank's part of a checkpoint; returns whether it wrote anything.
@@ -179,8 +210,10 @@ class WorkerModel:
         """
         wrote = False
         if self.rank == 0:
+            names = [name for name, _ in self.optimizer_named_parameters()]   # a warm start maps state by name
             atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                               "world_size": self.world, **loop_state}, Path(directory) / STATE)
+                               "param_names": names, "world_size": self.world, **loop_state},
+                              Path(directory) / STATE)
             wrote = True
         if self.sharded is not None:
             from hamur_dist.embedding import save_shard
