@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bad-rows", choices=["fail", "skip"], help="on a bad row: stop (default) or skip and count")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace an existing --out, if it is a dataset made by hamur prepare")
-    parser.add_argument("--split", choices=["random", "time"], help="movielens: random 80/10/10 or time-ordered")
+    parser.add_argument("--split", choices=["random", "time", "hash"],
+                        help="movielens: random 80/10/10, time-ordered, or hash (each rating's split follows from its "
+                             "user and movie: stable across datasets that hold different domains)")
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
                         help="keep input order inside each split (default: shuffle rows)")
     parser.add_argument("--sha256", help="expected sha256 of a downloaded archive (the built-in ML-1M "

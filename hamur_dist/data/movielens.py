@@ -41,8 +41,8 @@ FEATURES = ["user_id", "movie_id", "gender", "occupation", "zip", "cate_id"]
 
 
 def movielens_schema(name: str, domain: dict, split: str, seed: int, shuffle: bool, names=AGE_DOMAIN_NAMES):
-    if split not in ("random", "time"):
-        raise ConfigError(f"movielens split must be 'random' or 'time', got {split!r}")
+    if split not in ("random", "time", "hash"):
+        raise ConfigError(f"movielens split must be 'random', 'time' or 'hash', got {split!r}")
     return load_table_schema({
         "name": name,
         "label": {"column": "rating", "threshold": 3},
@@ -51,7 +51,8 @@ def movielens_schema(name: str, domain: dict, split: str, seed: int, shuffle: bo
         "sparse": FEATURES,
         "dense": [{"name": "age", "scaling": "minmax"}],
         "split": {"method": split, "seed": seed, "shuffle": shuffle,
-                  "time_column": "timestamp" if split == "time" else None},
+                  "time_column": "timestamp" if split == "time" else None,
+                  "hash_columns": ["user_id", "movie_id"] if split == "hash" else []},
     })
 
 

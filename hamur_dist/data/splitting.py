@@ -51,6 +51,21 @@ def time_cutoffs(counts: pa.Table, fractions: list[float]) -> tuple[list[float],
     return cutoffs, sizes
 
 
+def assign_by_hash(table: pa.Table, columns: list[str], fractions: list[float], seed: int) -> np.ndarray:
+    """Split index per row from a seeded hash of ``columns`` (pandas' stable hash_array, mixed with
+    splitmix64): the same values always give the same split."""
+    import pandas as pd   # only hashing needs it
+
+    from hamur_dist.data.encoders import splitmix64
+
+    mixed = np.full(table.num_rows, np.uint64(seed), dtype=np.uint64)
+    for column in columns:
+        values = table.column(column).to_numpy(zero_copy_only=False)
+        mixed = splitmix64(mixed ^ pd.util.hash_array(values))
+    unit = (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return np.searchsorted(np.cumsum(fractions)[:2], unit, side="right").astype(np.int64)
+
+
 def assign_by_time(times: np.ndarray, cutoffs: list[float]) -> np.ndarray:
     return np.searchsorted(np.asarray(cutoffs), times, side="left").astype(np.int64)
 

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.manifest import SPLITS, DenseFeature, DomainInfo, Manifest, SparseFeature
 from hamur_dist.data.sources import Chunk, InputFile, MalformedRows, ReadOptions, iter_chunks
-from hamur_dist.data.splitting import (QuotaDraw, ShuffledSplits, assign_by_time, filter_rows, split_sizes,
-                                       take_split, time_cutoffs)
+from hamur_dist.data.splitting import (QuotaDraw, ShuffledSplits, assign_by_hash, assign_by_time, filter_rows,
+                                       split_sizes, take_split, time_cutoffs)
 from hamur_dist.data.encoders import ValueCounter, VocabularyEncoder
 from hamur_dist.data.like import SCHEMA_KEY, Parent, lineage, schema_record
 from hamur_dist.data.vocabulary import (hashed_fingerprint, identity_fingerprint, rule_fingerprint,
@@ -51,6 +51,8 @@ def column_kinds(schema: TableSchema) -> dict[str, str]:
         wanted.append((d.column, "numeric" if d.bins else "int"))
     if schema.split.method == "time":
         wanted.append((schema.split.time_column, "numeric"))
+    if schema.split.method == "hash":
+        wanted += [(c, "any") for c in schema.split.hash_columns]
     kinds: dict[str, str] = {}
     for column, kind in wanted:
         have = kinds.get(column, "any")
@@ -143,6 +145,9 @@ def _first_pass(chunks, rows: TableRows, schema: TableSchema, progress):
     """Check and count every row; return the split sizes and the function that assigns rows to splits."""
     per_split = dict.fromkeys(SPLITS, 0)
     times = ValueCounter() if schema.split.method == "time" else None
+    sp = schema.split
+    by_hash = (lambda table: assign_by_hash(table, sp.hash_columns, sp.fractions, sp.seed)) if sp.method == "hash" else None
+    hashed = np.zeros(len(SPLITS), dtype=np.int64)
     first_file = None
     with _progress("pass 1/2: check + count", None, progress) as bar:
         for chunk, table in chunks:
@@ -151,12 +156,16 @@ def _first_pass(chunks, rows: TableRows, schema: TableSchema, progress):
             per_split[chunk.split or "train"] += table.num_rows
             if times is not None:
                 times.add(pc.cast(table.column(schema.split.time_column), pa.float64()))
+            if by_hash is not None:
+                hashed += np.bincount(by_hash(table), minlength=len(SPLITS))
             bar.update(chunk.table.num_rows)
     rows.finish()
     if sum(per_split.values()) == 0:
         raise DataError("no valid rows in the input", file=first_file)
     if schema.split.method == "files":
         return [per_split[s] for s in SPLITS], lambda chunk, table: np.full(table.num_rows, SPLITS.index(chunk.split))
+    if by_hash is not None:
+        return [int(n) for n in hashed], lambda chunk, table: by_hash(table)
     if times is not None:
         cutoffs, sizes = time_cutoffs(times.result(), schema.split.fractions)
         column = schema.split.time_column

@@ -95,9 +95,13 @@ class DomainSpec:
 
 @dataclass
 class SplitSpec:
-    method: Literal["random", "time", "files"] = "random"
+    method: Literal["random", "time", "files", "hash"] = "random"
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])   # train, val, test
     time_column: str | None = None              # method time: order by this numeric column
+    # method hash: a row's split follows from a hash of these columns (and the seed) alone, so a row
+    # lands in the same split whatever else the input holds (held-out domains, later days); sizes
+    # match the fractions only on average
+    hash_columns: list[str] = field(default_factory=list)
     seed: int = 2022
     shuffle: bool = True                        # shuffle rows within each split (external, bounded memory)
 
@@ -106,6 +110,8 @@ class SplitSpec:
             raise ConfigError(f"split.fractions must be 3 non-negative numbers summing to 1, got {self.fractions}")
         if self.method == "time" and not self.time_column:
             raise ConfigError("split.method time needs split.time_column")
+        if self.method == "hash" and not self.hash_columns:
+            raise ConfigError("split.method hash needs split.hash_columns (e.g. [user_id, item_id])")
 
 
 @dataclass
@@ -160,6 +166,8 @@ class TableSchema:
         cols += [self.label.column, *self.extra_labels, self.domain.column]
         if self.split.method == "time":
             cols.append(self.split.time_column)
+        if self.split.method == "hash":
+            cols += self.split.hash_columns
         return list(dict.fromkeys(cols))
 
 

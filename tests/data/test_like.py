@@ -146,3 +146,24 @@ def test_movielens_domains_then_add_the_held_out_one(tmp_path, grouplens_dir):
     assert sum(s.rows for s in three.splits.values()) == len(merged)
     shard = pq.read_table(tmp_path / "three" / three.splits["train"].shards[0].path).to_pandas()
     assert set(shard["domain_indicator"] - shard["domain"]) == {1}
+
+
+def test_hash_split_keeps_every_rating_in_its_split_when_a_domain_is_held_out(tmp_path, grouplens_dir):
+    folder, merged = grouplens_dir
+    two = prepare("movielens-1m", tmp_path / "two", source=folder, domains=[0, 1], split="hash")
+    three = prepare("movielens-1m", tmp_path / "three", source=folder, like=tmp_path / "two", add_domains=True,
+                    grow_vocab=True, split="hash")
+
+    def pairs(root, split, domains):
+        users = read_vocabulary(root, "user_id").column("value").to_pylist()
+        movies = read_vocabulary(root, "movie_id").column("value").to_pylist()
+        table = read_split(root, split)
+        keep = np.isin(np.asarray(table["domain"]), domains)
+        return {(users[u - 1], movies[m - 1]) for u, m in
+                zip(np.asarray(table["user_id"])[keep], np.asarray(table["movie_id"])[keep])}
+
+    for split in ("train", "val", "test"):
+        assert pairs(tmp_path / "two", split, [0, 1]) == pairs(tmp_path / "three", split, [0, 1])
+    rows = [three.splits[s].rows for s in ("train", "val", "test")]
+    assert sum(rows) == len(merged) and rows[0] > rows[1] > 0 and rows[2] > 0
+    assert "user_id" in three.lineage["grown"]             # the new domain's users get their own ids
