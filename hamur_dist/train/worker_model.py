@@ -48,10 +48,7 @@ class WorkerModel:
             from hamur_dist.train.warm_start import load_weights
             self.init_report = load_weights(self, init)
             if cfg.train.trainable == "new_domains":
-                from hamur_dist.model.freeze import freeze_all_but_new_domains
-                feature = manifest.domain_feature
-                self.frozen = freeze_all_but_new_domains(self.model, init.old_num_domains,
-                                                         {feature: init.old_num_domains + 1} if feature else None)
+                self.frozen = self._freeze_old_parts(init.old_num_domains)
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Searching the graph for unused parameters costs every step; needed only for a model
@@ -68,6 +65,18 @@ class WorkerModel:
             self.init_optimizer = load_optimizer_state(self, init, self.init_report)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.train.precision == "bf16" and self.device.type == "cuda" else contextlib.nullcontext())
+
+    def _freeze_old_parts(self, old_num_domains: int):
+        """Only the new domains' parts train, and the rows a grown table added (ids only new logs have:
+        old ids keep their rows, so old predictions stay as they were). Sparse-update tables stay frozen."""
+        from hamur_dist.model.freeze import freeze_all_but_new_domains
+
+        rows = {table: old for table, (old, _) in self.init_report.tables.items()}
+        if self.manifest.domain_feature:
+            rows[self.manifest.domain_feature] = old_num_domains + 1
+        sparse = set(self.sharded.sparse_table_names()) if self.sharded is not None else set()
+        return freeze_all_but_new_domains(self.model, old_num_domains,
+                                          {t: r for t, r in rows.items() if t not in sparse})
 
     def _every_parameter_used(self) -> bool:
         """Whether a training step on a batch of one domain gives every parameter a gradient. Every
