@@ -107,6 +107,8 @@ class TrainConfig:
     init_optimizer_state: bool = True   # with init_from: also its optimiser state, where it was kept
     trainable: Literal["all", "new_domains"] = "all"   # new_domains (with init_from): only the parts of the
                                         # domains the dataset adds; shared parts and hyper-network frozen
+    unfreeze: list[str] = field(default_factory=list)   # with new_domains: [hyper_network] trains the
+                                        # HAMUR hyper-network too (the old domains' predictions then move)
 
     def validate(self) -> None:
         if self.num_workers < 1:
@@ -126,6 +128,9 @@ class TrainConfig:
         if self.precision == "bf16" and not self.use_gpu:
             raise ConfigError("train.precision: bf16 autocast runs on GPUs only; set train.use_gpu=true "
                               "or train.precision=fp32")
+        if self.unfreeze and (self.trainable != "new_domains" or set(self.unfreeze) - {"hyper_network"}):
+            raise ConfigError(f"train.unfreeze: {self.unfreeze}; only [hyper_network], with train.trainable: "
+                              "new_domains (everything else already trains with trainable: all)")
         if self.trainable != "all" and not self.init_from:
             raise ConfigError(f"train.trainable: {self.trainable} trains the parts of domains added to a trained "
                               "model: set train.init_from (hamur train --init-from RUN)")

@@ -102,6 +102,20 @@ class FrozenParts:
             model.training = True
         return model if model is not None else target
 
+    def unfreeze(self, prefix: str) -> list[str]:
+        """Let the frozen parameters of module ``prefix`` (e.g. "hamur.hyper") train too, in train mode.
+        The old domains' predictions then change with them."""
+        chosen = [n for n in self.frozen if n.startswith(prefix + ".")]
+        if not chosen:
+            raise ValueError(f"unfreeze: module '{prefix}' has no frozen parameters")
+        params = dict(self._model.named_parameters())
+        for name in chosen:
+            params[name].requires_grad_(True)
+            self.trainable[name] = params[name]
+            self.frozen.remove(name)
+        self.train_modules.append(prefix)
+        return chosen
+
     def release(self) -> None:
         """Remove the gradient hooks and make every parameter trainable again."""
         for part in self.partial.values():

@@ -75,8 +75,13 @@ class WorkerModel:
         if self.manifest.domain_feature:
             rows[self.manifest.domain_feature] = old_num_domains + 1
         sparse = set(self.sharded.sparse_table_names()) if self.sharded is not None else set()
-        return freeze_all_but_new_domains(self.model, old_num_domains,
-                                          {t: r for t, r in rows.items() if t not in sparse})
+        frozen = freeze_all_but_new_domains(self.model, old_num_domains,
+                                            {t: r for t, r in rows.items() if t not in sparse})
+        if "hyper_network" in self.cfg.train.unfreeze:
+            if getattr(self.model, "hamur", None) is None:
+                raise ValueError("train.unfreeze: hyper_network, but the model has no HAMUR adapters")
+            frozen.unfreeze("hamur.hyper")
+        return frozen
 
     def _every_parameter_used(self) -> bool:
         """Whether a training step on a batch of one domain gives every parameter a gradient. Every
@@ -208,7 +213,7 @@ class WorkerModel:
                  "data_layout": hashlib.sha256(layout.encode()).hexdigest()[:16],
                  "sharded_tables": ",".join(sharded)}
         if self.cfg.train.trainable != "all":   # another set of optimised parameters
-            found["trainable"] = self.cfg.train.trainable
+            found["trainable"] = self.cfg.train.trainable + "".join(f"+{u}" for u in self.cfg.train.unfreeze)
         return found
 
     def save_checkpoint(self, directory: str, loop_state: dict) -> bool:
