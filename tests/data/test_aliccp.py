@@ -51,3 +51,20 @@ def test_aliccp_yaml_is_the_same_dataset(shared_data, tmp_path):
     hashes = lambda m: {s: [sh.sha256 for sh in info.shards] for s, info in m.splits.items()}  # noqa: E731
     assert hashes(a) == hashes(b)
     assert a.sparse == b.sparse and a.dense == b.dense and a.domain == b.domain
+
+
+def test_aliccp_like_freezes_identity_ids_and_grow_vocab_covers_them(shared_data, tmp_path):
+    """Day two of Ali-CCP: the other sample encoded like the first (ids past its tables -> 0, counted)."""
+    first = prepare("ali-ccp", tmp_path / "one", source=str(shared_data / "ali-ccp" / "hamur"), progress=False)
+    other = shared_data / "ali-ccp" / "scenario-wise-rec"
+    frozen = prepare("ali-ccp", tmp_path / "two", source=str(other), like=tmp_path / "one", progress=False)
+    assert [f.vocab_size for f in frozen.sparse] == [f.vocab_size for f in first.sparse]
+    raw = pd.concat([pd.read_csv(p) for p in sorted(other.glob("*.csv"))])
+    sizes = {f.name: f.vocab_size for f in first.sparse}
+    expected = {name: int((raw[name] >= sizes[name]).sum()) for name in SPARSE}
+    assert frozen.unknown_ids == expected and sum(expected.values()) > 0
+    grown = prepare("ali-ccp", tmp_path / "three", source=str(other), like=tmp_path / "one", grow_vocab=True,
+                    progress=False)
+    for name in SPARSE:
+        assert {f.name: f.vocab_size for f in grown.sparse}[name] == max(sizes[name], raw[name].max() + 1)
+    assert grown.lineage["parent_manifest_sha256"] and not any(grown.unknown_ids.values())
