@@ -170,12 +170,16 @@ def markdown_table(split_report: dict) -> str:
 
 def comparison_table(new: dict, old: dict, old_label: str = "previous model") -> str:
     """Per-domain test AUC of a run next to the model it started from (same split; the old model
-    scores only the domains it knows)."""
+    scores only the domains it knows, so overall figures compare only when the domains are the same)."""
     old_by_domain = {e["domain"]: e for e in old["domains"]}
     lines = [f"| domain | name | samples | AUC, this run | AUC, {old_label} | difference |", "|---|---|---:|---:|---:|---:|"]
+    same_domains = set(old_by_domain) == {e["domain"] for e in new["domains"]}
     rows = [(str(e["domain"]), e["name"], e, old_by_domain.get(e["domain"])) for e in new["domains"]]
-    rows.append(("**all**", "", new["overall"], old["overall"]))
+    rows.append(("**all**", "" if same_domains else "(other rows)", new["overall"], old["overall"]))
     for label, name, e, o in rows:
-        before = o["auc"] if o is not None else float("nan")
-        lines.append(f"| {label} | {name} | {e['count']} | {fmt(e['auc'])} | {fmt(before)} | {fmt(e['auc'] - before)} |")
+        if o is None:
+            before, change = "new domain", ""
+        else:
+            before, change = fmt(o["auc"]), fmt(e["auc"] - o["auc"]) if same_domains or label != "**all**" else ""
+        lines.append(f"| {label} | {name} | {e['count']} | {fmt(e['auc'])} | {before} | {change} |")
     return "\n".join(lines) + "\n"

@@ -98,3 +98,18 @@ def test_gathered_metrics_are_exact_across_uneven_workers(tmp_path, world):
             assert (entry["auc"] is None) == (auc is None)
             if auc is not None:
                 assert entry["auc"] == pytest.approx(auc, abs=1e-6)
+
+
+def test_comparison_table_marks_new_domains_and_compares_overall_only_on_the_same_rows():
+    from hamur_dist.metrics import comparison_table
+
+    def report(aucs):
+        return {"domains": [{"domain": d, "name": f"d{d}", "count": 10, "auc": a} for d, a in enumerate(aucs)],
+                "overall": {"count": 10 * len(aucs), "auc": sum(aucs) / len(aucs)}}
+
+    grown = comparison_table(report([0.7, 0.8, 0.9]), report([0.6, 0.8]))
+    assert "| 0 | d0 | 10 | 0.7000 | 0.6000 | 0.1000 |" in grown
+    assert "| 2 | d2 | 10 | 0.9000 | new domain |  |" in grown
+    assert "| **all** | (other rows) | 30 | 0.8000 | 0.7000 |  |" in grown
+    same = comparison_table(report([0.7, 0.8]), report([0.6, 0.8]))
+    assert "| **all** |  | 20 | 0.7500 | 0.7000 | 0.0500 |" in same
