@@ -49,6 +49,8 @@ class WorkerModel:
             self.init_report = load_weights(self, init)
             if cfg.train.trainable == "new_domains":
                 self.frozen = self._freeze_old_parts(init.old_num_domains)
+                if rank == 0:
+                    say(f"[hamur] {self.frozen.summary()}")
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Searching the graph for unused parameters costs every step; needed only for a model

@@ -42,7 +42,7 @@ def day_one(ray_session, tmp_path_factory):
     (base / "logs1").mkdir()
     logs(4000, 150, ["home", "search"], 1).to_csv(base / "logs1" / "day1.csv", index=False)
     prepare("table", base / "d1", schema=SCHEMA, source=base / "logs1", seed=1)
-    cfg = small_experiment(base / "d1", base / "runs", "run.name=day1", "train.epochs=2", "train.num_workers=2",
+    cfg = small_experiment(base / "d1", base / "runs", "run.name=day1", "train.epochs=1", "train.num_workers=2",
                            "embedding.overrides={user: row_wise}")
     return base, train(cfg, log=lambda *_: None)
 
