@@ -297,19 +297,3 @@ def test_frozen_rows_get_no_gradient():
     assert model.get_parameter("layers.0.weight").grad is None
     assert "trainable" in frozen.summary() and frozen.trainable_values() > 0
 
-
-def test_unfreezing_the_hyper_network_trains_it_in_train_mode():
-    from hamur_dist.config import TrainConfig
-    from hamur_dist.config_loader import ConfigError
-    from hamur_dist.model.freeze import freeze_all_but_new_domains as freeze
-
-    model = build_model(make_cfg("mlp", hamur=True), make_schema(3))
-    frozen = freeze(model, 2)
-    assert not any(p.requires_grad for p in model.hamur.hyper.parameters())
-    names = frozen.unfreeze("hamur.hyper")
-    assert names and all(p.requires_grad for p in model.hamur.hyper.parameters())
-    assert {n for n, _ in frozen.named_trainable_parameters()} >= set(names)
-    frozen.train_mode(model)
-    assert model.hamur.hyper.training and not model.towers[0].training
-    with pytest.raises(ConfigError, match="unfreeze"):
-        TrainConfig(unfreeze=["hyper_network"]).validate()
