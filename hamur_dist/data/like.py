@@ -13,13 +13,10 @@ from pathlib import Path
 
 from hamur_dist import config_loader
 from hamur_dist.config_loader import ConfigError
-from hamur_dist.data.manifest import MANIFEST_NAME, Manifest, load_manifest
+from hamur_dist.data.manifest import MANIFEST_NAME, SCHEMA_KEY, Manifest, load_manifest
 from hamur_dist.data.table_schema import DomainSpec, TableSchema, load_table_schema
 from hamur_dist.data.vocabulary import read_vocabulary
 from hamur_dist.fileio import sha256_file
-
-SCHEMA_KEY = "table_schema"       # manifest.source key: the table schema the dataset was prepared with
-
 
 @dataclass
 class Parent:

@@ -31,6 +31,7 @@ from hamur_dist.fileio import atomic_write_text
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
+SCHEMA_KEY = "table_schema"       # source key: the table schema a dataset was prepared with (hamur_dist.data.like)
 
 
 class ManifestError(ValueError):
@@ -125,7 +126,7 @@ class Manifest:
     @property
     def domain_feature(self) -> str | None:
         """The sparse feature that feeds the domain to the model (id = domain + 1), if there is one."""
-        record = self.source.get("table_schema") if isinstance(self.source, dict) else None
+        record = self.source.get(SCHEMA_KEY) if isinstance(self.source, dict) else None
         if isinstance(record, dict):
             return record.get("domain", {}).get("sparse_feature")
         return "domain_indicator" if "domain_indicator" in [f.name for f in self.sparse] else None

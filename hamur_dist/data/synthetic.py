@@ -33,10 +33,11 @@ from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.encoders import splitmix64
 from hamur_dist.data.manifest import SPLITS, DenseFeature, DomainInfo, Manifest, SparseFeature, SplitInfo
 from hamur_dist.data.splitting import shard_quotas, split_sizes
-from hamur_dist.data.synthetic_next_day import (DRIFT_SALT, NEW_ID_GROWTH, check_next_day_fields, domain_fingerprint,
-                                                drift_weights, feature_fingerprint, finish_next_day, new_id_range,
+from hamur_dist.data.synthetic_next_day import (DRIFT_SALT, NEW_ID_GROWTH, check_next_day_fields,
+                                                drift_weights, finish_next_day, new_id_range,
                                                 resolve_spec, track_ids)
 from hamur_dist.data.validation import shard_schema
+from hamur_dist.data.vocabulary import domain_fingerprint, identity_fingerprint
 from hamur_dist.data.staged_output import StagedOutput
 from hamur_dist.data.writer import SplitWriter, dictionary_columns
 
@@ -224,7 +225,7 @@ def _write_shard(spec_dict: dict, root: str, split: str, index: int, rows: int, 
 def synthetic_manifest(spec: SyntheticSpec, vocab_sizes: list[int] | None = None) -> Manifest:
     """The manifest of ``spec``'s data; ``vocab_sizes``: the f.. features' sizes (default the spec's)."""
     sizes = spec.vocab_sizes if vocab_sizes is None else vocab_sizes
-    sparse = [SparseFeature(name, vocab, fingerprint=feature_fingerprint(vocab))
+    sparse = [SparseFeature(name, vocab, fingerprint=identity_fingerprint(vocab))
               for name, vocab in zip(spec.sparse_names, sizes)]
     sparse.append(SparseFeature("domain_indicator", spec.num_domains + 1, source="domain",
                                 fingerprint=domain_fingerprint(spec.num_domains)))

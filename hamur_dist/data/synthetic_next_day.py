@@ -31,7 +31,7 @@ import numpy as np
 from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.like import Parent, lineage, load_parent
 from hamur_dist.data.manifest import Manifest
-from hamur_dist.data.vocabulary import identity_fingerprint, rule_fingerprint
+from hamur_dist.data.vocabulary import identity_fingerprint
 
 DEFAULT_DRIFT = 0.1
 DEFAULT_NEW_IDS = 0.05
@@ -47,16 +47,6 @@ def new_id_range(known: int, growth: float) -> tuple[int, int]:
 
 def drift_weights(weights: np.ndarray, fresh: np.ndarray, drift: float) -> np.ndarray:
     return math.sqrt(1.0 - drift * drift) * weights + drift * fresh
-
-
-def domain_fingerprint(num_domains: int) -> str:
-    """The domain_indicator's fingerprint, in the table preparer's rule shape (domains 0..D-1 as given)."""
-    return rule_fingerprint({"encoding": "domain", "mapping": [], "bins": [], "num_domains": num_domains})
-
-
-def feature_fingerprint(vocab_size: int) -> str:
-    """A synthetic f.. feature's fingerprint: its ids are the raw values (identity encoding)."""
-    return identity_fingerprint(vocab_size)
 
 
 def check_next_day_fields(spec, max_vocab: int) -> None:
@@ -169,7 +159,7 @@ def finish_next_day(plan: NextDay, manifest: Manifest, max_ids: list[int]) -> No
     grown: each vocabulary covers its max id. Then the lineage (after the sizes: it records what grew)."""
     for feature, known, top in zip(manifest.sparse, plan.known, max_ids):
         feature.vocab_size = int(top) + 1 if plan.parent.grow_vocab and top >= known else known
-        feature.fingerprint = feature_fingerprint(feature.vocab_size)
+        feature.fingerprint = identity_fingerprint(feature.vocab_size)
         old = plan.parent.feature(feature.name)
         if feature.vocab_size == known and old.fingerprint is not None:
             feature.fingerprint = old.fingerprint

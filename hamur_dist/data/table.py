@@ -19,13 +19,13 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from hamur_dist.config_loader import ConfigError
-from hamur_dist.data.manifest import SPLITS, DenseFeature, DomainInfo, Manifest, SparseFeature
+from hamur_dist.data.manifest import SCHEMA_KEY, SPLITS, DenseFeature, DomainInfo, Manifest, SparseFeature
 from hamur_dist.data.sources import Chunk, InputFile, MalformedRows, ReadOptions, iter_chunks
 from hamur_dist.data.splitting import (QuotaDraw, ShuffledSplits, assign_by_hash, assign_by_time, filter_rows,
                                        split_sizes, take_split, time_cutoffs)
 from hamur_dist.data.encoders import ValueCounter, VocabularyEncoder
-from hamur_dist.data.like import SCHEMA_KEY, Parent, lineage, schema_record
-from hamur_dist.data.vocabulary import (hashed_fingerprint, identity_fingerprint, rule_fingerprint,
+from hamur_dist.data.like import Parent, lineage, schema_record
+from hamur_dist.data.vocabulary import (domain_fingerprint, hashed_fingerprint, identity_fingerprint,
                                         values_fingerprint, write_vocabulary)
 from hamur_dist.data.table_rows import TableRows, floats
 from hamur_dist.data.table_schema import TableSchema
@@ -182,10 +182,8 @@ def _manifest(schema: TableSchema, rows: TableRows, source_info: dict | None) ->
                             fingerprint=_fingerprint(rows.sparse[f.name]))
               for f in schema.sparse]
     if d.sparse_feature:
-        rule = {"encoding": "domain", "mapping": sorted([k, v] for k, v in d.mapping.items()), "bins": d.bins,
-                "num_domains": d.count}
         sparse.append(SparseFeature(name=d.sparse_feature, vocab_size=d.count + 1, source=d.column,
-                                    fingerprint=rule_fingerprint(rule)))
+                                    fingerprint=domain_fingerprint(d.count, d.mapping, d.bins)))
     dense = [DenseFeature(name=f.name, scaling=f.scaling, params=rows.dense[f.name].params) for f in schema.dense]
     names = list(d.names) or [f"domain{i}" for i in range(d.count)]
     info = {"preparer": "table", "split": schema.split.method, "seed": schema.split.seed,

@@ -54,6 +54,14 @@ def identity_fingerprint(vocab_size: int) -> str:
     return rule_fingerprint({"encoding": "identity", "vocab_size": vocab_size})
 
 
+def domain_fingerprint(num_domains: int, mapping: dict | None = None, bins: list | None = None) -> str:
+    """The domain indicator's fingerprint: how raw domain values become ids (0..num_domains-1 as given
+    when there is neither a mapping nor bins)."""
+    pairs = sorted([k, v] for k, v in (mapping or {}).items())
+    return rule_fingerprint({"encoding": "domain", "mapping": pairs, "bins": list(bins or []),
+                             "num_domains": num_domains})
+
+
 def write_vocabulary(root: Path, feature: str, values: pa.Array, counts: pa.Array) -> str:
     """Write ``vocab/<feature>.parquet`` (value, id, count); returns its path relative to ``root``."""
     (root / VOCAB_DIR).mkdir(exist_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from hamur_dist.data.manifest import Manifest
 
-VOCAB_FINGERPRINTS = "vocab_sha256"   # manifest.source key: {sparse feature: sha256 of its vocabulary}
 
 
 def input_encoding_difference(trained: Manifest, data: Manifest) -> tuple[str | None, str] | None:
@@ -58,7 +57,6 @@ def _sparse_difference(trained: Manifest, data: Manifest):
     if found is not None:
         return found
     vocab_files = _source_map(trained, "vocab_files"), _source_map(data, "vocab_files")
-    fingerprints = _source_map(trained, VOCAB_FINGERPRINTS), _source_map(data, VOCAB_FINGERPRINTS)
     for want, have in zip(trained.sparse, data.sparse):
         for attr, what in (("vocab_size", "vocab_size"), ("hashed", "hashed ids"), ("source", "raw column")):
             if getattr(want, attr) != getattr(have, attr):
@@ -67,9 +65,6 @@ def _sparse_difference(trained: Manifest, data: Manifest):
             return want.name, _differs("a vocabulary file", want.name in vocab_files[1], want.name in vocab_files[0])
         if want.fingerprint is not None and have.fingerprint != want.fingerprint:
             return want.name, _differs("vocabulary fingerprint", have.fingerprint, want.fingerprint)
-        expected = fingerprints[0].get(want.name)
-        if expected is not None and fingerprints[1].get(want.name) != expected:
-            return want.name, _differs("vocabulary fingerprint", fingerprints[1].get(want.name), expected)
     return None
 
 

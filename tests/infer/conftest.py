@@ -25,8 +25,9 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny") / "ds"
     manifest = make_tiny_dataset(root, rows=(600, 400, 400), shards=(2, 2, 2))
     manifest.dense[0].scaling, manifest.dense[0].params = "minmax", {"min": 0.0, "max": 1.0}
-    manifest.source = {"preparer": "table", "vocab_files": {f: f"vocab/{f}.parquet" for f in VOCAB_FEATURES},
-                       "vocab_sha256": {f: f"{i + 1:x}" * 64 for i, f in enumerate(VOCAB_FEATURES)}}
+    manifest.source = {"preparer": "table", "vocab_files": {f: f"vocab/{f}.parquet" for f in VOCAB_FEATURES}}
+    for i, feature in enumerate(f for f in manifest.sparse if f.name in VOCAB_FEATURES):
+        feature.fingerprint = f"{i + 1:x}" * 64
     write_manifest(root, manifest)
     return root
 

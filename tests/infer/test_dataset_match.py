@@ -15,14 +15,14 @@ def sparse(data, name):
 
 
 def set_fingerprint(data, name, value):
-    data["source"]["vocab_sha256"][name] = value
+    sparse(data, name)["fingerprint"] = value
 
 
 # (change to the dataset's manifest, feature named, words in the message); every vocab size stays
 SAME_SIZES_OTHER_ENCODING = {
     "vocabulary fingerprint": (lambda d: set_fingerprint(d, "item", "f" * 64), "item",
                                "vocabulary fingerprint: the dataset has 'ffff"),
-    "fingerprint missing": (lambda d: d["source"].pop("vocab_sha256"), "user",
+    "fingerprint missing": (lambda d: set_fingerprint(d, "user", None), "user",
                             "vocabulary fingerprint: the dataset has None"),
     "hashed ids": (lambda d: sparse(d, "cat").update(hashed=True), "cat",
                    "hashed ids: the dataset has True, the model was trained with False"),
