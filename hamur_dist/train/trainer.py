@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamur_dist.config import ExperimentConfig, from_dict, to_dict
+from hamur_dist.config import ExperimentConfig, to_dict
 from hamur_dist.config_loader import ConfigError
 from hamur_dist.console import LOG_FILE, ray_logging_to, show_worker_output
 from hamur_dist.data.manifest import Manifest, ManifestError, load_manifest

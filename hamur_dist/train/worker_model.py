@@ -6,7 +6,6 @@ and sharded embedding tables are a choice made here, not in the loop or the mode
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 from datetime import timedelta
@@ -61,10 +60,9 @@ class WorkerModel:
         else:
             self.wrapped = self.model
         self.optimizer = make_optimizer([p for _, p in self.optimizer_named_parameters()], cfg)
-        self.init_optimizer = False
         if init is not None:
             from hamur_dist.train.warm_start import load_optimizer_state
-            self.init_optimizer = load_optimizer_state(self, init, self.init_report)
+            load_optimizer_state(self, init, self.init_report)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.train.precision == "bf16" and self.device.type == "cuda" else contextlib.nullcontext())
 

@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ NOISE = ("TrainingReport", "Warning", "WARNING", "warn", "pid=", "core_worker", 
 @pytest.mark.slow
 def test_the_quick_start_console_shows_progress_epochs_and_one_table(tiny_dataset, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled",   # as `make train` runs it RAY_TMPDIR=tempfile.mkdtemp(prefix="hqc-", dir="/tmp"),
-               RAY_USAGE_STATS_ENABLED="0")
+    env.update(OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")   # as `make train` runs it
     # the quick start's own config and defaults, on the tiny dataset, one epoch
     cmd = [sys.executable, "-m", "hamur_dist.cli", "train", f"data.path={tiny_dataset}", "data.prepare=null",
            "train.epochs=1", "data.batch_size=256", f"run.storage_path={tmp_path}", "run.name=qs",
