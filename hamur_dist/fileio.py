@@ -7,6 +7,8 @@ old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import os
@@ -91,6 +93,32 @@ def atomic_rename(src: str | Path, dst: str | Path) -> None:
     fsync_dir(Path(dst).parent)
     if Path(src).parent != Path(dst).parent:
         fsync_dir(Path(src).parent)
+
+
+def rename_no_replace(src: str | Path, dst: str | Path) -> None:
+    """Publish ``src`` as ``dst`` unless ``dst`` exists: FileExistsError then, even for an empty folder
+    that appeared meanwhile (a plain rename would replace it). Linux renameat2(RENAME_NOREPLACE), else
+    check-then-rename; both parent directories are fsynced afterwards."""
+    src, dst = Path(src), Path(dst)
+    refused = FileExistsError(f"output {dst} exists; choose another --out (it is never replaced)")
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    except (OSError, AttributeError):
+        renameat2 = None
+    at_fdcwd, noreplace = -100, 1
+    if renameat2 is not None and renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace) == 0:
+        pass
+    else:
+        err = ctypes.get_errno() if renameat2 is not None else errno.ENOSYS
+        if err == errno.EEXIST or dst.exists() or dst.is_symlink():
+            raise refused
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), str(dst))
+        os.rename(src, dst)
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
 
 
 def fsync_tree(root: str | Path) -> None:

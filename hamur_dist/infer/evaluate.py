@@ -17,14 +17,8 @@ from hamur_dist.data.batches import BatchCollator, InputDataError, bad_row_error
 from hamur_dist.data.manifest import MANIFEST_NAME, Manifest, load_manifest
 from hamur_dist.data.validation import DataError, verify_dataset
 from hamur_dist.infer.dataset_match import input_encoding_difference
-from hamur_dist.model.artifact import load_artifact, load_training_manifest, read_payload
+from hamur_dist.model.artifact import load_artifact, load_training_manifest, model_dir, read_payload
 from hamur_dist.metrics import PredictionBuffer, domain_report
-
-
-def model_dir(path: str | Path) -> Path:
-    """Accept a run directory or its model/ folder."""
-    path = Path(path)
-    return path / "model" if (path / "model" / "model.pt").is_file() else path
 
 
 def verified_dataset(data_root: str | Path, split: str, verify_hashes: bool = True) -> Manifest:
@@ -55,6 +49,20 @@ def check_artifact_matches_dataset(model_path: Path, manifest: Manifest, data_ro
     check_dataset_encoding(load_training_manifest(model_path), manifest, data_root, model_path)
 
 
+def split_batches(manifest: Manifest, data_root, split: str, batch_size: int, with_user: bool):
+    """The split's batches as the model's tensors, streamed shard by shard; a bad value is raised
+    naming its file and row."""
+    collate = BatchCollator(manifest, with_user=with_user)
+    for path in manifest.shard_paths(data_root, split):
+        offset = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=manifest.columns):
+            try:
+                yield collate(pa.Table.from_batches([batch]))
+            except InputDataError as exc:
+                raise bad_row_error(batch, manifest, path, offset, exc) from None
+            offset += batch.num_rows
+
+
 @torch.no_grad()
 def evaluate_model(model_path: str | Path, data_root: str | Path, split: str = "test",
                    batch_size: int = 16384, verify_hashes: bool = True) -> dict:
@@ -63,22 +71,11 @@ def evaluate_model(model_path: str | Path, data_root: str | Path, split: str = "
     manifest = verified_dataset(data_root, split, verify_hashes)
     model = load_artifact(model_path)
     with_user = manifest.user_column is not None
-    collate = BatchCollator(manifest, with_user=with_user)
     buf = PredictionBuffer(with_user=with_user)
-    for path in manifest.shard_paths(data_root, split):
-        offset = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=manifest.columns):
-            try:
-                t = collate(pa.Table.from_batches([batch]))
-            except InputDataError as exc:
-                raise bad_row_error(batch, manifest, path, offset, exc) from None
-            prob = torch.sigmoid(model(t["sparse"], t["dense"], t["domain"]))
-            buf.add(prob, t["label"], t["domain"], t.get("user"))
-            offset += batch.num_rows
+    for t in split_batches(manifest, data_root, split, batch_size, with_user):
+        prob = torch.sigmoid(model(t["sparse"], t["dense"], t["domain"]))
+        buf.add(prob, t["label"], t["domain"], t.get("user"))
     return domain_report(buf.tensors(), manifest.domain.num_domains, manifest.domain.names)
-
-
-# --- does a dataset encode inputs the way the model's training data did? -------------------------
 
 
 @torch.no_grad()
@@ -87,19 +84,16 @@ def evaluate_previous(model_path: str | Path, data_root: str | Path, split: str 
     """A model's report on a dataset that continues (and may grow) its training data's encoding
     (``hamur_dist.data.continuation``): ids it has no row for read as unknown (0), rows of domains it
     does not know are left out. Puts a warm-started run next to the model it started from."""
-    model_path = model_dir(model_path)
-    model = load_artifact(model_path)
+    model = load_artifact(model_dir(model_path))
     old, manifest = model.training_manifest, load_manifest(data_root)
     limits = torch.tensor([f.vocab_size for f in old.sparse])
-    collate = BatchCollator(manifest, with_user=manifest.user_column is not None)
-    buf = PredictionBuffer(with_user=manifest.user_column is not None)
-    for path in manifest.shard_paths(data_root, split):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=manifest.columns):
-            t = collate(pa.Table.from_batches([batch]))
-            known = t["domain"] < old.domain.num_domains
-            if not bool(known.any()):
-                continue
-            sparse = torch.where(t["sparse"] < limits, t["sparse"], 0)[known]
-            prob = torch.sigmoid(model(sparse, t["dense"][known], t["domain"][known]))
-            buf.add(prob, t["label"][known], t["domain"][known], t["user"][known] if "user" in t else None)
+    with_user = manifest.user_column is not None
+    buf = PredictionBuffer(with_user=with_user)
+    for t in split_batches(manifest, data_root, split, batch_size, with_user):
+        known = t["domain"] < old.domain.num_domains
+        if not bool(known.any()):
+            continue
+        sparse = torch.where(t["sparse"] < limits, t["sparse"], 0)[known]
+        prob = torch.sigmoid(model(sparse, t["dense"][known], t["domain"][known]))
+        buf.add(prob, t["label"][known], t["domain"][known], t["user"][known] if with_user else None)
     return domain_report(buf.tensors(), old.domain.num_domains, old.domain.names)

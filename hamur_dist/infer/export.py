@@ -12,8 +12,6 @@ renamed into place at the end; an existing DIR is refused, never replaced.
 """
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
 import secrets
@@ -23,9 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hamur_dist.fileio import fsync_dir, fsync_tree, sha256_file
-from hamur_dist.infer.evaluate import model_dir
-from hamur_dist.model.artifact import MODEL_FILE, ArtifactError, load_artifact
+from hamur_dist.fileio import fsync_tree, rename_no_replace, sha256_file
+from hamur_dist.model.artifact import MODEL_FILE, ArtifactError, load_artifact, model_dir
 
 PROGRAM_FILE = "model.pt2"
 ENCODING_FILE = "encoding.json"
@@ -158,36 +155,11 @@ def write_vocabularies(artifact: Path, out: Path) -> dict[str, str]:
     return written
 
 
-def _refuse_existing(out: Path) -> None:
-    if out.exists() or out.is_symlink():
-        raise FileExistsError(f"output {out} exists; choose another --out (export never replaces a folder)")
-
-
-def rename_no_replace(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``, failing with FileExistsError if ``dst`` exists (even an empty folder,
-    which a plain rename would replace): Linux renameat2(RENAME_NOREPLACE), else check-then-rename."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    except (OSError, AttributeError):
-        fn = None
-    if fn is not None:
-        at_fdcwd, noreplace = -100, 1
-        if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace) == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EEXIST:
-            _refuse_existing(dst)
-        if err not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(err, os.strerror(err), str(dst))
-    _refuse_existing(dst)
-    os.rename(src, dst)
-
-
 def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
     """Export the artifact at ``model_path`` (a run directory or its model/ folder) to ``out_dir``."""
     out = Path(out_dir).absolute()
-    _refuse_existing(out)
+    if out.exists() or out.is_symlink():
+        raise FileExistsError(f"output {out} exists; choose another --out (export never replaces a folder)")
     artifact = model_dir(model_path)
     model = load_artifact(artifact)
     program = trace(model)
@@ -205,5 +177,4 @@ def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(out.parent)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,8 +17,9 @@ import torch
 
 from hamur_dist.data.batches import InputDataError, find_bad_row
 from hamur_dist.data.manifest import load_manifest
-from hamur_dist.fileio import atomic_rename
-from hamur_dist.infer.evaluate import check_artifact_matches_dataset, model_dir, verified_dataset
+from hamur_dist.fileio import rename_no_replace
+from hamur_dist.infer.evaluate import check_artifact_matches_dataset, verified_dataset
+from hamur_dist.model.artifact import model_dir
 from hamur_dist.data.ray_datasets import parquet_dataset
 
 
@@ -55,8 +57,6 @@ def caused_by_bad_input(exc: BaseException) -> bool:
 def predict(model_path: str | Path, data_root: str | Path, out: str | Path, split: str = "test",
             batch_size: int = 8192, num_actors: int = 2, verify_hashes: bool = True) -> int:
     """Score ``split`` of a dataset; returns the number of rows written."""
-    import ray.data
-
     data_root = str(Path(data_root).absolute())
     out = Path(out).absolute()
     if out.exists():
@@ -64,21 +64,30 @@ def predict(model_path: str | Path, data_root: str | Path, out: str | Path, spli
     model_path = model_dir(model_path)
     check_artifact_matches_dataset(model_path, load_manifest(data_root), data_root)
     manifest = verified_dataset(data_root, split, verify_hashes)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     files = manifest.shard_paths(data_root, split)
     ds = parquet_dataset(files, manifest.columns)
     scored = ds.map_batches(Scorer, fn_constructor_args=(str(model_path), data_root),
                             batch_size=batch_size, batch_format="pyarrow", concurrency=num_actors,
                             num_cpus=0.5)
+    return write_scored(scored, out, lambda exc: find_bad_row(files, manifest))
+
+
+def write_scored(scored, out: Path, bad_input: Callable[[BaseException], Exception | None]) -> int:
+    """Write the scored dataset into a hidden sibling of ``out``, then publish it (never replacing
+    anything at ``out``); returns the rows written. A failure caused by bad input is raised as
+    ``bad_input(exc)`` when that names it better (file, row), else as it came."""
+    import ray.data
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         scored.write_parquet(str(tmp))
         rows = ray.data.read_parquet(str(tmp)).count()
-        atomic_rename(tmp, out)
+        rename_no_replace(tmp, out)
     except Exception as exc:
-        bad_row = find_bad_row(files, manifest) if caused_by_bad_input(exc) else None
-        if bad_row is None:
+        better = bad_input(exc) if caused_by_bad_input(exc) else None
+        if better is None:
             raise
-        raise bad_row from None
+        raise better from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
@@ -147,18 +156,7 @@ def predict_raw(model_path: str | Path, source: str | Path, out: str | Path, bat
                                convert_options=csv.ConvertOptions(column_types=encoder.column_types()))
     scored = ds.map_batches(RawScorer, fn_constructor_args=(str(model_path),), batch_size=batch_size,
                             batch_format="pyarrow", concurrency=num_actors, num_cpus=0.5)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        scored.write_parquet(str(tmp))
-        rows = ray.data.read_parquet(str(tmp)).count()
-        atomic_rename(tmp, out)
-    except Exception as exc:
-        if caused_by_bad_input(exc):
-            raise InputDataError(_remote_message(exc)) from None
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return rows
+    return write_scored(scored, out, lambda exc: InputDataError(_remote_message(exc)))
 
 
 def _remote_message(exc: BaseException) -> str:

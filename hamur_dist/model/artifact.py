@@ -61,6 +61,12 @@ def save_artifact(directory: str | Path, model_cfg: ModelConfig, manifest: Manif
     return directory
 
 
+def model_dir(path: str | Path) -> Path:
+    """Accept a run directory or its model/ folder."""
+    path = Path(path).expanduser().absolute()
+    return path / "model" if (path / "model" / MODEL_FILE).is_file() else path
+
+
 def _refusal_reason(exc: pickle.UnpicklingError) -> str:
     """torch's one line that names what was refused (its message is a page of advice around it)."""
     for line in str(exc).splitlines():
@@ -96,6 +102,13 @@ def load_training_manifest(directory: str | Path) -> Manifest | None:
     return load_manifest(directory) if (Path(directory) / MANIFEST_NAME).is_file() else None
 
 
+def payload_schema(payload: dict) -> FeatureSchema:
+    """The feature schema the artifact's model was built for."""
+    s = payload["schema"]
+    return FeatureSchema(sparse=[SparseFeature(**f) for f in s["sparse"]], dense=[DenseFeature(**f) for f in s["dense"]],
+                         num_domains=s["num_domains"], domain_column=s["domain_column"], label=s["label"])
+
+
 def load_artifact(directory: str | Path, map_location="cpu") -> torch.nn.Module:
     """The model in eval mode, with ``model.schema``, ``model.model_config`` and
     ``model.training_manifest`` (None if the artifact lacks manifest.json) attached."""
@@ -103,10 +116,7 @@ def load_artifact(directory: str | Path, map_location="cpu") -> torch.nn.Module:
     path = Path(directory) / MODEL_FILE
     try:
         cfg = config_loader.build(ModelConfig, payload["model_config"], prefix="model")
-        s = payload["schema"]
-        schema = FeatureSchema(sparse=[SparseFeature(**f) for f in s["sparse"]],
-                               dense=[DenseFeature(**f) for f in s["dense"]],
-                               num_domains=s["num_domains"], domain_column=s["domain_column"], label=s["label"])
+        schema = payload_schema(payload)
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{path}: malformed artifact ({type(exc).__name__}: {exc})") from None
     model = build_model(cfg, schema)

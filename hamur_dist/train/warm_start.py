@@ -18,9 +18,9 @@ import torch
 from hamur_dist import config_loader
 from hamur_dist.config_loader import ConfigError
 from hamur_dist.data.continuation import continuation_problem
-from hamur_dist.data.manifest import DenseFeature, FeatureSchema, Manifest, SparseFeature
+from hamur_dist.data.manifest import Manifest
 from hamur_dist.model import build_model
-from hamur_dist.model.artifact import load_training_manifest, read_payload
+from hamur_dist.model.artifact import load_training_manifest, model_dir, payload_schema, read_payload
 from hamur_dist.model.config import ModelConfig
 from hamur_dist.model.grow import GrownTensor, grow_optimizer_state, grow_state_dict
 from hamur_dist.train import checkpoint as ckpt
@@ -32,11 +32,6 @@ class InitSource:
     checkpoint_dir: str | None      # the best epoch's checkpoint (optimiser state), when kept
     old_num_domains: int
     note: str = ""
-
-
-def artifact_dir(path: str | Path) -> Path:
-    path = Path(path).expanduser().absolute()
-    return path / "model" if (path / "model" / "model.pt").is_file() else path
 
 
 def _best_checkpoint(run_dir: Path) -> tuple[str | None, str]:
@@ -61,18 +56,18 @@ def _best_checkpoint(run_dir: Path) -> tuple[str | None, str]:
 def resolve_init(init_from: str, model_cfg: ModelConfig, root: str, manifest: Manifest,
                  with_optimizer: bool, trainable: str = "all") -> InitSource:
     """Check on the driver that the run can start from ``init_from``; say from what exactly."""
-    model_dir = artifact_dir(init_from)
-    payload = read_payload(model_dir, mmap=True)
+    artifact = model_dir(init_from)
+    payload = read_payload(artifact, mmap=True)
     old_cfg = config_loader.to_dict(config_loader.build(ModelConfig, payload["model_config"], prefix="model"))
     new_cfg = config_loader.to_dict(model_cfg)
     diffs = [k for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)]
     if diffs:
         raise ConfigError(f"train.init_from {init_from}: model.{diffs[0]} is {new_cfg.get(diffs[0])!r} here, "
                           f"{old_cfg.get(diffs[0])!r} in that model; a warm start keeps the architecture")
-    old = load_training_manifest(model_dir)
+    old = load_training_manifest(artifact)
     if old is None:
         raise ConfigError(f"train.init_from {init_from}: the model has no manifest.json of its training data")
-    problem = continuation_problem(old, model_dir, manifest, root)
+    problem = continuation_problem(old, artifact, manifest, root)
     if problem is not None:
         raise ConfigError(f"train.init_from {init_from}: dataset {root} does not continue that model's "
                           f"training data: {problem}")
@@ -81,21 +76,15 @@ def resolve_init(init_from: str, model_cfg: ModelConfig, root: str, manifest: Ma
                           f"{old.domain.names} (prepare it --like the old dataset with --add-domains)")
     checkpoint, note = (None, "optimiser state starts fresh (--no-optimizer-state)")
     if with_optimizer:
-        checkpoint, note = _best_checkpoint(model_dir.parent)
-    return InitSource(str(model_dir), checkpoint, old.domain.num_domains, note)
-
-
-def _schema(payload: dict) -> FeatureSchema:
-    s = payload["schema"]
-    return FeatureSchema(sparse=[SparseFeature(**f) for f in s["sparse"]], dense=[DenseFeature(**f) for f in s["dense"]],
-                         num_domains=s["num_domains"], domain_column=s["domain_column"], label=s["label"])
+        checkpoint, note = _best_checkpoint(artifact.parent)
+    return InitSource(str(artifact), checkpoint, old.domain.num_domains, note)
 
 
 def load_weights(wm, source: InitSource):
     """Grown best weights of the old run into this worker's model (any placement); returns the report."""
     payload = read_payload(source.model_dir)
     template = build_model(wm.cfg.model, wm.manifest.schema)     # fresh rows and new domains' parts
-    state, report = grow_state_dict(payload["state_dict"], template, _schema(payload), wm.manifest.schema)
+    state, report = grow_state_dict(payload["state_dict"], template, payload_schema(payload), wm.manifest.schema)
     if wm.sharded is None:
         wm.model.load_state_dict(state)
         return report

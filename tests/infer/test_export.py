@@ -20,7 +20,8 @@ import torch
 
 from hamur_dist.cli import main
 from hamur_dist.data.manifest import DenseFeature, DomainInfo, Manifest, SparseFeature
-from hamur_dist.infer.export import TRACE_ROWS, export_model, rename_no_replace
+from hamur_dist.fileio import rename_no_replace
+from hamur_dist.infer.export import TRACE_ROWS, export_model
 from hamur_dist.model import build_model
 from hamur_dist.model.artifact import load_artifact, save_artifact
 from hamur_dist.model.config import HamurConfig, ModelConfig
