@@ -7,6 +7,8 @@ with ``add_domains`` pass 1 collects the domain values the mapping lacks, which 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -105,7 +107,8 @@ class TableRows:
         if self.new_domains is not None:
             seen = self.new_domains.result().column("value").to_pylist()
             self.new_domains = None
-            self.schema.domain = grown_domains(self.schema.domain, seen)
+            # a copy: the caller's schema keeps the domains it was given
+            self.schema = dataclasses.replace(self.schema, domain=grown_domains(self.schema.domain, seen))
             self._map_domains()
 
     @property

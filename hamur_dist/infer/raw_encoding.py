@@ -30,13 +30,14 @@ class RawEncoder:
         trained = load_training_manifest(model_path)
         if trained is None:
             raise DataError("the model has no manifest.json, so raw rows cannot be encoded for it", file=model_path)
+        model = Parent(model_path, trained, "")    # the artifact holds vocab/ like a dataset does
         try:
-            schema = parent_schema(Parent(model_path, trained, ""))
+            schema = parent_schema(model)
         except Exception as exc:   # noqa: BLE001 - said plainly: this model cannot read raw rows
             raise DataError(f"this model cannot score raw logs ({exc}); prepare them with `hamur prepare "
                             f"--like` its training dataset and pass --data", file=model_path) from None
         self.manifest, self.schema = trained, schema
-        self.rows = TableRows(schema, "fail", Parent(model_path, trained, ""))
+        self.rows = TableRows(schema, "fail", model)
         self.rows.finish()
 
     def raw_columns(self) -> list[str]:
