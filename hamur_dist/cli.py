@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "predict": ("hamur_dist.infer.cli_predict", "score a Parquet dataset with Ray Data batch inference"),
     "export": ("hamur_dist.infer.cli_export", "write a model plain PyTorch loads (torch.export) and its vocabularies"),
     "tune": ("hamur_dist.tune.cli_tune", "Ray Tune search over adapter rank, hyper-network size, ..."),
+    "compare": ("hamur_dist.compare.cli_compare", "models x seeds, each a full training run: per-domain mean ± std "
+                "and whether the best model's lead is beyond noise"),
 }
 
 

@@ -98,8 +98,8 @@ class ConsoleView:
 class RayOutputRouter:
     """Called with each batch of output lines Ray forwards to the driver (see the module docstring)."""
 
-    def __init__(self, view: ConsoleView, log_path: Path, verbose: bool = False):
-        self.view, self.verbose = view, verbose
+    def __init__(self, view: ConsoleView, log_path: Path, verbose: bool = False, ours: bool = True):
+        self.view, self.verbose, self.ours = view, verbose, ours
         self.log = open(log_path, "a", encoding="utf-8")
         self._lock = threading.Lock()
         self.last_batch = time.monotonic()
@@ -120,6 +120,8 @@ class RayOutputRouter:
                 self.log.writelines(prefix + line + "\n" for line in lines)
                 self.log.flush()
         for line in lines:
+            if not self.ours and line.startswith((PROGRESS, SHOW)):
+                continue   # several runs at once (hamur compare): their lines would interleave unnamed
             if line.startswith(PROGRESS):
                 try:
                     self.view.progress(json.loads(line[len(PROGRESS):]))
@@ -172,13 +174,14 @@ def ray_logging_to(log_path: Path, verbose: bool = False):
 
 
 @contextlib.contextmanager
-def show_worker_output(log_path: Path, verbose: bool = False, stream=None):
+def show_worker_output(log_path: Path, verbose: bool = False, stream=None, ours: bool = True):
     """While a run trains on this driver: Ray processes' output to ``log_path``, ours to the console
-    (module docstring). Needs Ray initialised. Yields the ``ConsoleView``."""
+    (module docstring; ``ours=False``: our workers' lines too go only to the file). Needs Ray
+    initialised. Yields the ``ConsoleView``."""
     from hamur_dist.ray_internals import worker_output_to
 
     view = ConsoleView(stream)
-    router = RayOutputRouter(view, log_path, verbose)
+    router = RayOutputRouter(view, log_path, verbose, ours)
     try:
         with worker_output_to(router):
             try:

@@ -62,3 +62,13 @@ def ray_session():
                  log_to_driver=True, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tune_dataset(tmp_path_factory) -> Path:
+    """A tiny dataset for the search and comparison tests (each trial or cell is a full training run)."""
+    from tests.helpers import make_tiny_dataset
+
+    root = tmp_path_factory.mktemp("tune-data") / "ds"
+    make_tiny_dataset(root, rows=(3000, 1000, 1000), shards=(3, 1, 1))
+    return root

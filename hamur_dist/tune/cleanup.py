@@ -58,11 +58,15 @@ class EndedTrialCleanup(tune.Callback):
     def __init__(self, runs_dir: str | Path):
         self.runs_dir = str(runs_dir)
 
+    def run_dir(self, trial) -> Path:
+        """Where the trial's training run records its placement groups (``hamur compare`` names runs by cell)."""
+        return Path(self.runs_dir) / trial.trial_id
+
     def _sweep(self, trials, ended=None) -> None:
         for trial in [t for t in trials if t.status in ("TERMINATED", "ERROR")] + ([ended] if ended else []):
-            n = remove_recorded_placement_groups(Path(self.runs_dir) / trial.trial_id)
+            n = remove_recorded_placement_groups(self.run_dir(trial))
             if n:
-                print(f"[hamur tune] trial {trial.trial_id} ended: removed {n} placement group(s) "
+                print(f"[hamur] trial {trial.trial_id} ended: removed {n} placement group(s) "
                       "its training run left behind")
 
     def on_trial_start(self, iteration, trials, trial, **info):
