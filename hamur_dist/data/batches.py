@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from hamur_dist.data.manifest import Manifest
+from hamur_dist.data.manifest import Manifest, sparse_width
+from hamur_dist.data.multi_hot import ListValueError, first_too_long, list_parts, pad
 from hamur_dist.data.validation import DataError, validate_batch, value_checks
 
 
@@ -28,10 +29,16 @@ class InputDataError(ValueError):
 
 
 class BatchCollator:
-    """Arrow batch -> {"sparse": (B,F) int64, "dense": (B,Dn) f32, "domain": (B,), "label": (B,)[, "user"]}."""
+    """Arrow batch -> {"sparse": (B,S) int64, "dense": (B,Dn) f32, "domain": (B,), "label": (B,)[, "user"]}.
+
+    ``S = sparse_width(manifest.sparse)``: one column per single-valued feature; a multi_hot feature
+    takes max_len consecutive columns, its ids first and -1 in the unused ones (manifest order).
+    """
 
     def __init__(self, manifest: Manifest, with_user: bool = False, validate: bool = True):
         self.sparse = [f.name for f in manifest.sparse]
+        self.lists = {f.name: f.max_len for f in manifest.sparse if f.multi_hot}
+        self.width = sparse_width(manifest.sparse)
         self.dense = [f.name for f in manifest.dense]
         self.domain = manifest.domain.column
         self.label = manifest.label
@@ -65,13 +72,38 @@ class BatchCollator:
             raise InputDataError(f"column '{name}': null value (NaN in an id column)")
         return col
 
+    def _list_column(self, batch, name: str, max_len: int) -> np.ndarray:
+        """A multi_hot column as (rows, max_len) ids padded with -1; a null list or element is refused."""
+        try:
+            col = batch[name] if isinstance(batch, dict) else batch.column(name)
+        except KeyError:
+            raise InputDataError(f"column '{name}' is missing from the input shards") from None
+        try:
+            flat, lengths = list_parts(col)
+        except ListValueError as exc:
+            raise InputDataError(f"column '{name}': {exc.message}") from None
+        long = first_too_long(lengths, max_len)
+        if long is not None:
+            raise InputDataError(f"column '{name}': a list of {lengths[long]} ids, more than max_len {max_len}")
+        check = self.checks.get(name)
+        bad = check.first_bad(flat) if check is not None else None
+        if bad is not None:
+            raise InputDataError(f"column '{name}': {check.message(flat[bad])}")
+        return pad(flat, lengths, max_len)
+
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         """``batch``: a pyarrow Table, or a dict of numpy arrays (what Ray Data hands a plain callable)."""
         domain = self._column(batch, self.domain)
         n = len(domain)
-        sparse = np.empty((n, len(self.sparse)), dtype=np.int64)
-        for i, name in enumerate(self.sparse):
-            sparse[:, i] = self._column(batch, name)
+        sparse = np.empty((n, self.width), dtype=np.int64)
+        at = 0
+        for name in self.sparse:
+            if name in self.lists:
+                sparse[:, at:at + self.lists[name]] = self._list_column(batch, name, self.lists[name])
+                at += self.lists[name]
+            else:
+                sparse[:, at] = self._column(batch, name)
+                at += 1
         dense = np.empty((n, len(self.dense)), dtype=np.float32)
         for j, name in enumerate(self.dense):
             dense[:, j] = self._column(batch, name)

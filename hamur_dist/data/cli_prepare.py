@@ -56,12 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--add-domains", action="store_true", default=None,
                         help="with --like: new domain values get new ids after the old ones")
     parser.add_argument("--domains", type=_ints, help="movielens-1m: keep only these age domains (0..k-1), e.g. 0,1")
+    parser.add_argument("--genres", choices=["first", "all"],
+                        help="movielens: cate_id holds all of a movie's genres (multi-hot; default, or the --like "
+                             "dataset's) or its first genre only (the HAMUR reference dataset)")
 
 
 _OPTION_NAMES = ["source", "schema", "rows", "seed", "shard_rows", "row_group_rows", "chunk_rows", "bad_rows",
                  "overwrite", "split", "shuffle", "sha256", "download_dir", "workers", "num_domains",
                  "domain_weights", "vocab_sizes", "num_dense", "like", "grow_vocab", "add_domains", "domains",
-                 "drift", "new_ids"]
+                 "drift", "new_ids", "genres"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +85,8 @@ def summary(manifest: Manifest, out, seconds: float) -> str:
     for split, info in manifest.splits.items():
         per_domain = ", ".join(f"{n}: {r:,}" for n, r in zip(names, info.rows_per_domain))
         lines.append(f"  {split:<6} {info.rows:>12,} {len(info.shards):>6} {info.positive_rate:>8.4f}  {per_domain}")
-    lines.append("  sparse: " + ", ".join(f"{f.name}({f.vocab_size:,}{' hashed' if f.hashed else ''})"
+    lines.append("  sparse: " + ", ".join(f"{f.name}({f.vocab_size:,}{' hashed' if f.hashed else ''}"
+                                          f"{f', multi-hot <= {f.max_len}' if f.multi_hot else ''})"
                                           for f in manifest.sparse))
     if manifest.dense:
         lines.append("  dense: " + ", ".join(f"{f.name}({f.scaling})" for f in manifest.dense))
@@ -90,6 +94,10 @@ def summary(manifest: Manifest, out, seconds: float) -> str:
         lines.append("  skipped rows: " + ", ".join(f"{k}: {v:,}" for k, v in manifest.skipped_rows.items()))
     if manifest.lineage:
         lines.append(lineage_line(manifest.lineage))
+    truncated = manifest.source.get("truncated_lists") if isinstance(manifest.source, dict) else None
+    if truncated:
+        lines.append("  lists cut to max_len: " + ", ".join(f"{k}: {v['rows']:,} rows over {v['max_len']}"
+                                                           for k, v in truncated.items()))
     if manifest.unknown_ids and (manifest.lineage or any(manifest.unknown_ids.values())):
         lines.append("  unknown ids (encoded as 0): " + ", ".join(f"{k}: {v:,}" for k, v in manifest.unknown_ids.items()))
     return "\n".join(lines)

@@ -29,6 +29,9 @@ def continuation_problem(old: Manifest, old_root: str | Path, new: Manifest, new
     if [f.name for f in old.dense] != [f.name for f in new.dense]:
         return f"dense features {[f.name for f in new.dense]} differ from {[f.name for f in old.dense]}"
     for was, now in zip(old.sparse, new.sparse):
+        if (was.multi_hot, was.width) != (now.multi_hot, now.width):
+            return (f"sparse feature '{was.name}': multi_hot {now.multi_hot} max_len {now.max_len}, was "
+                    f"{was.multi_hot} max_len {was.max_len} (another batch layout); prepare with --like")
         if was.fingerprint is not None and was.fingerprint == now.fingerprint:
             continue
         if now.vocab_size < was.vocab_size or was.hashed != now.hashed:

@@ -1,9 +1,10 @@
 """``hamur prepare ... --like DATASET``: encode new logs the way an existing dataset was encoded.
 
 The parent's vocabularies, dense statistics, domain mapping and feature list are frozen: unknown
-values become id 0 (counted per feature), an unknown domain is a bad row. ``grow_vocab`` appends
-values not seen before after the existing ids (every old id keeps its row); ``add_domains`` gives
-new domain values new ids after the old ones. The new manifest records its lineage.
+values become id 0 (counted per feature), an unknown domain is a bad row. A multi_hot feature keeps
+the parent's max_len: longer lists are cut (counted in the manifest's ``source["truncated_lists"]``).
+``grow_vocab`` appends values not seen before after the existing ids (every old id keeps its row);
+``add_domains`` gives new domain values new ids after the old ones. The new manifest records its lineage.
 """
 from __future__ import annotations
 
@@ -85,6 +86,10 @@ def check_same_features(parent: Parent, schema: TableSchema) -> None:
         if (want.encoding, want.buckets) != (have.encoding, have.buckets):
             raise ConfigError(f"--like {parent.root}: sparse feature '{want.name}' is encoded "
                               f"{have.encoding} here, {want.encoding} in the dataset")
+        if want.multi_hot != have.multi_hot:
+            raise ConfigError(f"--like {parent.root}: sparse feature '{want.name}' is "
+                              f"{'multi' if have.multi_hot else 'single'}-valued here, "
+                              f"{'multi' if want.multi_hot else 'single'}-valued in the dataset")
     for want, have in zip(old.dense, schema.dense):
         if want.scaling != have.scaling:
             raise ConfigError(f"--like {parent.root}: dense feature '{want.name}' is scaled {have.scaling} here, "

@@ -10,7 +10,9 @@ A prepared dataset is a directory::
 
 Column conventions inside every shard (the contract between data, model and training):
   * each sparse feature is an ``int64`` column named after the feature, ids in ``[0, vocab_size)``
-    (id 0 is reserved for "unknown / rare / missing");
+    (id 0 is reserved for "unknown / rare / missing"); a multi-valued (``multi_hot``) feature is a
+    ``list<int64>`` column of 0..max_len such ids per row (the model pools their embeddings). Batches
+    (``hamur_dist.data.batches``) give it max_len consecutive columns, unused slots -1;
   * each dense feature is a ``float32`` column named after the feature, already scaled;
   * the domain column is ``int64`` in ``[0, num_domains)``;
   * the label column (and any extra label columns) are ``float32`` in {0, 1};
@@ -46,6 +48,21 @@ class SparseFeature:
     source: str | None = None     # raw column it came from, when different
     fingerprint: str | None = None   # sha256 of how raw values become ids (hamur_dist.data.vocabulary);
                                      # equal fingerprints = the same mapping, whatever the sizes
+    multi_hot: bool = False       # a list<int64> column: each row holds 0..max_len ids, pooled by the model
+    max_len: int = 1              # ids kept per row (batches pad a multi_hot feature to max_len with -1)
+
+    @property
+    def width(self) -> int:
+        """Columns this feature takes in a batch's ``sparse`` tensor."""
+        return self.max_len if self.multi_hot else 1
+
+
+PAD_ID = -1   # an unused slot of a multi_hot feature in a batch's (B, S) sparse tensor (data and model agree)
+
+
+def sparse_width(features: list[SparseFeature]) -> int:
+    """Columns of a batch's ``(B, S)`` sparse tensor: feature i takes ``width`` consecutive columns, in order."""
+    return sum(f.width for f in features)
 
 
 @dataclass
@@ -98,6 +115,10 @@ class FeatureSchema:
     @property
     def dense_names(self) -> list[str]:
         return [f.name for f in self.dense]
+
+    @property
+    def sparse_width(self) -> int:
+        return sparse_width(self.sparse)
 
 
 @dataclass

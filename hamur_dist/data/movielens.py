@@ -1,7 +1,8 @@
 """MovieLens-1M and MovieLens-100K, with the features of the HAMUR reference code.
 
-label = rating > 3; sparse user_id, movie_id, gender, occupation, zip, cate_id (first genre) and
-domain_indicator; dense age (min-max scaled); domains by age: ML-1M's age codes {1, 18} -> 0,
+label = rating > 3; sparse user_id, movie_id, gender, occupation, zip, cate_id and domain_indicator;
+cate_id is multi_hot, every genre of the movie (``genres="all"``, the default), or as in the reference
+code the movie's first genre alone (``genres="first"``: the HAMUR dataset exactly); dense age (min-max scaled); domains by age: ML-1M's age codes {1, 18} -> 0,
 {25} -> 1, {35, 45, 50, 56} -> 2, and the same ranges (< 25, 25-34, >= 35) on ML-100K's exact ages.
 
 The ratings file streams through the ``table`` preparer; users and movies are small tables joined
@@ -40,15 +41,27 @@ AGE_DOMAIN_NAMES = ["age under 25", "age 25-34", "age 35+"]
 FEATURES = ["user_id", "movie_id", "gender", "occupation", "zip", "cate_id"]
 
 
-def movielens_schema(name: str, domain: dict, split: str, seed: int, shuffle: bool, names=AGE_DOMAIN_NAMES):
+def genre_mode(genres: str | None, parent) -> str:
+    """``first`` or ``all``; by default the --like parent's (its cate_id multi_hot or not), else ``all``."""
+    if genres is None:
+        feature = parent.feature("cate_id") if parent is not None else None
+        return "first" if feature is not None and not feature.multi_hot else "all"
+    if genres not in ("first", "all"):
+        raise ConfigError(f"movielens genres must be 'first' or 'all', got {genres!r}")
+    return genres
+
+
+def movielens_schema(name: str, domain: dict, split: str, seed: int, shuffle: bool, names=AGE_DOMAIN_NAMES,
+                     genres: str = "all"):
     if split not in ("random", "time", "hash"):
         raise ConfigError(f"movielens split must be 'random', 'time' or 'hash', got {split!r}")
+    features = [{"name": "cate_id", "multi_hot": True} if f == "cate_id" and genres == "all" else f for f in FEATURES]
     return load_table_schema({
         "name": name,
         "label": {"column": "rating", "threshold": 3},
         "domain": {**domain, "names": list(names)},
         "user": "user_id",
-        "sparse": FEATURES,
+        "sparse": features,
         "dense": [{"name": "age", "scaling": "minmax"}],
         "split": {"method": split, "seed": seed, "shuffle": shuffle,
                   "time_column": "timestamp" if split == "time" else None,
@@ -112,23 +125,29 @@ def _users(path: Path, separator: str, order: tuple[str, ...]) -> pa.Table:
     return pa.table(table)
 
 
-def _movies_1m(path: Path) -> pa.Table:
-    rows = _read_lines(path, "::", 3)
+def _movies(path: Path, rows: list[list[str]], genres: list[list[str]], mode: str) -> pa.Table:
+    """movie_id and cate_id: the genres of each movie as a list (``all``), or the first one (``first``)."""
+    cate = (pa.array([g[0] if g and g[0] else None for g in genres], pa.string()) if mode == "first"
+            else pa.array([[x for x in g if x] for g in genres], pa.list_(pa.string())))
     return pa.table({"movie_id": pa.array([_int(r[0], path, i, "movie_id") for i, r in enumerate(rows)], pa.int64()),
-                     "cate_id": pa.array([r[-1].split("|")[0] or None for r in rows], pa.string())})
+                     "cate_id": cate})
 
 
-def _movies_100k(path: Path) -> pa.Table:
+def _movies_1m(path: Path, mode: str = "first") -> pa.Table:
+    rows = _read_lines(path, "::", 3)   # MovieID::Title::Genre1|Genre2|...
+    return _movies(path, rows, [r[-1].split("|") for r in rows], mode)
+
+
+def _movies_100k(path: Path, mode: str = "first") -> pa.Table:
     genre_file = path.with_name("u.genre")
-    genres = [r[0] for r in _read_lines(genre_file, "|", 2)]
-    rows = _read_lines(path, "|", 5 + len(genres))
-    first = [next((genres[g] for g, flag in enumerate(r[5:5 + len(genres)]) if flag == "1"), None) for r in rows]
-    return pa.table({"movie_id": pa.array([_int(r[0], path, i, "movie_id") for i, r in enumerate(rows)], pa.int64()),
-                     "cate_id": pa.array(first, pa.string())})
+    names = [r[0] for r in _read_lines(genre_file, "|", 2)]
+    rows = _read_lines(path, "|", 5 + len(names))    # ... then one 0/1 flag per genre, in u.genre order
+    genres = [[names[g] for g, flag in enumerate(r[5:5 + len(names)]) if flag == "1"] for r in rows]
+    return _movies(path, rows, genres, mode)
 
 
 class JoinUsersMovies:
-    """Adds the user columns and the movie's first genre to a chunk of ratings (order kept); with
+    """Adds the user columns and the movie's genre(s) to a chunk of ratings (order kept); with
     ``keep_ages``, only the ratings of users of those ages are kept (a dataset of some domains)."""
 
     def __init__(self, users: pa.Table, movies: pa.Table, keep_ages: set[int] | None = None):
@@ -166,12 +185,15 @@ def prepare_movielens_1m(out, source: str | Path = ML1M_URL, split: str = "rando
                          bad_rows: str = "fail", overwrite: bool = False, shuffle: bool = True,
                          sha256: str | None = None, download_dir=None, progress: bool | None = None,
                          like=None, grow_vocab: bool = False, add_domains: bool = False,
-                         domains: list[int] | None = None) -> Manifest:
+                         domains: list[int] | None = None, genres: str | None = None) -> Manifest:
+    """``genres``: ``all`` (cate_id multi_hot), ``first`` (the reference dataset); default all, or the --like
+    dataset's."""
     parent = check_like_options(like, grow_vocab, add_domains, "movielens-1m")
+    genres = genre_mode(genres, parent)
     mapping, names = ml1m_domains(domains)
     folder = resolve_source(source, ("ratings.dat", "ratings_reconstructed.csv.gz"), sha256, download_dir, progress)
     users = _users(folder / "users.dat", "::", ("user_id", "gender", "age", "occupation", "zip"))
-    movies = _movies_1m(folder / "movies.dat")
+    movies = _movies_1m(folder / "movies.dat", genres)
     if (folder / "ratings.dat").is_file():
         # UserID::MovieID::Rating::Timestamp: splitting on ':' gives empty fields between the values
         ratings = folder / "ratings.dat"
@@ -183,7 +205,8 @@ def prepare_movielens_1m(out, source: str | Path = ML1M_URL, split: str = "rando
             raise ConfigError(f"{folder}: ratings_reconstructed.csv.gz has no timestamps; use split random")
         ratings = folder / "ratings_reconstructed.csv.gz"
         read = ReadOptions(columns={"user_id": "int", "movie_id": "int", "rating": "numeric"})
-    schema = movielens_schema("movielens-1m", {"column": "age", "mapping": mapping}, split, seed, shuffle, names)
+    schema = movielens_schema("movielens-1m", {"column": "age", "mapping": mapping}, split, seed, shuffle, names,
+                              genres)
     if parent is not None:
         schema = like_schema(parent, schema)
     keep = set(mapping) if domains else None
@@ -191,30 +214,34 @@ def prepare_movielens_1m(out, source: str | Path = ML1M_URL, split: str = "rando
                          shard_rows=shard_rows, row_group_rows=row_group_rows, chunk_rows=chunk_rows,
                          bad_rows=bad_rows, overwrite=overwrite, progress=progress, parent=parent,
                          source_info={"preparer": "movielens-1m", "source": str(source), "ratings": ratings.name,
-                                      **({"domains": list(domains)} if domains else {})})
+                                      "genres": genres, **({"domains": list(domains)} if domains else {})})
 
 
 def prepare_movielens_100k(out, source: str | Path = ML100K_URL, split: str = "random", seed: int = 2022,
                            shard_rows: int = 25_000, row_group_rows: int = 25_000, chunk_rows: int = 262_144,
                            bad_rows: str = "fail", overwrite: bool = False, shuffle: bool = True,
                            sha256: str | None = None, download_dir=None, progress: bool | None = None,
-                           like=None, grow_vocab: bool = False, add_domains: bool = False) -> Manifest:
+                           like=None, grow_vocab: bool = False, add_domains: bool = False,
+                           genres: str | None = None) -> Manifest:
     parent = check_like_options(like, grow_vocab, add_domains, "movielens-100k")
+    genres = genre_mode(genres, parent)
     if add_domains:
         raise ConfigError("movielens-100k: its age domains are bins, which cover every age: nothing to add")
     folder = resolve_source(source, ("u.data", "u.data.gz"), sha256, download_dir, progress)
     ratings = folder / "u.data" if (folder / "u.data").is_file() else folder / "u.data.gz"
     users = _users(folder / "u.user", "|", ("user_id", "age", "gender", "occupation", "zip"))
-    movies = _movies_100k(folder / "u.item")
+    movies = _movies_100k(folder / "u.item", genres)
     read = ReadOptions(columns={"user_id": "int", "movie_id": "int", "rating": "numeric", "timestamp": "int"},
                        drop=("timestamp",) if split != "time" else (), delimiter="\t", header=False,
                        column_names=("user_id", "movie_id", "rating", "timestamp"))
     if split != "time":
         read.columns.pop("timestamp")
-    schema = movielens_schema("movielens-100k", {"column": "age", "bins": [25, 35]}, split, seed, shuffle)
+    schema = movielens_schema("movielens-100k", {"column": "age", "bins": [25, 35]}, split, seed, shuffle,
+                              genres=genres)
     if parent is not None:
         schema = like_schema(parent, schema)
     return prepare_table(schema, [InputFile(ratings)], out, read=read, transform=JoinUsersMovies(users, movies),
                          shard_rows=shard_rows, row_group_rows=row_group_rows, chunk_rows=chunk_rows,
                          bad_rows=bad_rows, overwrite=overwrite, progress=progress, parent=parent,
-                         source_info={"preparer": "movielens-100k", "source": str(source), "ratings": ratings.name})
+                         source_info={"preparer": "movielens-100k", "source": str(source), "ratings": ratings.name,
+                                      "genres": genres})

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from hamur_dist.data.multi_hot import is_list_type
 from hamur_dist.data.validation import DataError, check_columns
 
 CSV_BLOCK_BYTES = 4 << 20     # the streaming reader reads ~20 blocks ahead: this bounds that memory
@@ -24,8 +25,10 @@ _KIND_OK = {
     "numeric": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t),
     "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
     "any": lambda t: True,
+    # a multi_hot feature: a text cell joined by a separator, a list column, or one value per row
+    "multi": lambda t: is_list_type(t) or not pa.types.is_nested(t),
 }
-_CSV_TYPE = {"int": pa.int64(), "numeric": pa.float64(), "string": pa.string()}
+_CSV_TYPE = {"int": pa.int64(), "numeric": pa.float64(), "string": pa.string(), "multi": pa.string()}
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Chunk:
 
 @dataclass
 class ReadOptions:
-    """How to read the files and which columns they must hold (column -> kind: int/numeric/string/any)."""
+    """How to read the files and which columns they must hold (column -> kind: int/numeric/string/any/multi)."""
     columns: dict[str, str]
     drop: tuple[str, ...] = ()
     format: str = "auto"

@@ -40,7 +40,7 @@ def column_kinds(schema: TableSchema) -> dict[str, str]:
     """What each raw column must hold: int, numeric, string or any (CSV columns are read as such)."""
     wanted: list[tuple[str, str]] = []
     for f in schema.sparse:
-        wanted.append((f.source, "int" if f.encoding == "identity" else
+        wanted.append((f.source, "multi" if f.multi_hot else "int" if f.encoding == "identity" else
                        {"int": "int", "string": "string", "auto": "any"}[f.dtype]))
     wanted += [(f.source, "numeric") for f in schema.dense]
     wanted += [(c, "numeric") for c in (schema.label.column, *schema.extra_labels)]
@@ -133,6 +133,8 @@ def prepare_table(schema: TableSchema, files: list[InputFile], out: str | Path, 
         manifest.splits = {s: w.close() for s, w in writers.items()}
         manifest.skipped_rows = skipped
         manifest.unknown_ids = rows.unknown_ids
+        if rows.truncated_lists:     # lists longer than max_len (the spec's or the parent's): cut
+            manifest.source["truncated_lists"] = rows.truncated_lists
         _write_vocabularies(staged.path, rows, manifest)
         if parent is not None:
             manifest.lineage = lineage(parent, manifest)
@@ -179,7 +181,8 @@ def _manifest(schema: TableSchema, rows: TableRows, source_info: dict | None) ->
     d = schema.domain
     sparse = [SparseFeature(name=f.name, vocab_size=int(rows.sparse[f.name].vocab_size),
                             hashed=rows.sparse[f.name].hashed, source=f.column if f.column != f.name else None,
-                            fingerprint=_fingerprint(rows.sparse[f.name]))
+                            fingerprint=_fingerprint(rows.sparse[f.name]), multi_hot=f.multi_hot,
+                            max_len=rows.max_len.get(f.name, 1))
               for f in schema.sparse]
     if d.sparse_feature:
         sparse.append(SparseFeature(name=d.sparse_feature, vocab_size=d.count + 1, source=d.column,

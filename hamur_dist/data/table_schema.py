@@ -29,6 +29,12 @@ class SparseSpec:
     buckets: int = 0                            # hash: vocab_size (ids 1..buckets-1; 0 = missing)
     vocab_size: int = 0                         # identity: declared size; 0 = max id + 1 in the data
     dtype: Literal["auto", "int", "string"] = "auto"   # how to read a CSV column (vocab/hash)
+    # several values per row (hamur_dist.data.multi_hot): a text cell joined by `separator`, or a
+    # Parquet list column; min_count counts occurrences. max_len: ids kept per row (the first ones),
+    # 0 = the longest list in the prepared input
+    multi_hot: bool = False
+    separator: str = "|"
+    max_len: int = 0
 
     @property
     def source(self) -> str:
@@ -39,6 +45,12 @@ class SparseSpec:
             raise ConfigError(f"sparse feature '{self.name}': encoding hash needs buckets >= 2")
         if self.min_count < 1:
             raise ConfigError(f"sparse feature '{self.name}': min_count must be >= 1")
+        if not self.separator:
+            raise ConfigError(f"sparse feature '{self.name}': separator must not be empty")
+        if self.max_len < 0:
+            raise ConfigError(f"sparse feature '{self.name}': max_len must be >= 0 (0: the longest list seen)")
+        if self.max_len and not self.multi_hot:
+            raise ConfigError(f"sparse feature '{self.name}': max_len applies to multi_hot features only")
 
 
 @dataclass
@@ -157,6 +169,12 @@ class TableSchema:
                               "('domain' and 'label' are reserved)")
         if self.user is not None and self.user not in [f.name for f in self.sparse]:
             raise ConfigError(f"user: '{self.user}' must name one of the sparse features")
+        lists = {f.source: f.name for f in self.sparse if f.multi_hot}
+        if self.user in lists.values():
+            raise ConfigError(f"user: '{self.user}' is multi_hot; the user column needs one id per row")
+        clash = [c for c in self.split.hash_columns if c in lists]
+        if clash and self.split.method == "hash":
+            raise ConfigError(f"split.hash_columns: '{clash[0]}' is a multi_hot column; hash on single values")
         if not self.sparse:
             raise ConfigError("sparse: at least one sparse feature is needed")
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hamur_dist.data.manifest import Manifest, load_manifest
+from hamur_dist.data.multi_hot import ListValueError, first_too_long, list_parts
 from hamur_dist.fileio import sha256_file
 
 
@@ -46,7 +47,8 @@ class DataError(ValueError):
 
 def shard_schema(manifest: Manifest) -> pa.Schema:
     """The Arrow schema every shard of ``manifest`` has (the column contract of manifest.py)."""
-    types: dict[str, pa.DataType] = {f.name: pa.int64() for f in manifest.sparse}
+    types: dict[str, pa.DataType] = {f.name: pa.list_(pa.int64()) if f.multi_hot else pa.int64()
+                                     for f in manifest.sparse}
     types.update({f.name: pa.float32() for f in manifest.dense})
     types[manifest.domain.column] = pa.int64()
     for label in (manifest.label, *manifest.extra_labels):
@@ -200,13 +202,39 @@ def validate_batch(batch, manifest: Manifest, file: str | Path | None = None, ro
     """Check one batch (pyarrow Table / RecordBatch, or a dict of numpy arrays as Ray Data yields it).
 
     Raises ``DataError`` at the first bad value: an id outside ``[0, vocab_size)``, a NaN/inf dense
-    value, a domain outside ``[0, num_domains)``, a label not in {0, 1}, a null anywhere.
+    value, a domain outside ``[0, num_domains)``, a label not in {0, 1}, a null anywhere (a null list
+    or a null inside the list of a multi_hot feature; an empty list is fine), a list over max_len.
     """
     sparse = {f.name for f in manifest.sparse}
+    lists = {f.name: f.max_len for f in manifest.sparse if f.multi_hot}
     for check in value_checks(manifest):
+        if check.column in lists:
+            _validate_lists(batch, check, lists[check.column], file, row_offset)
+            continue
         values = _column(batch, check.column, file, row_offset)
         if check.column in sparse and not np.issubdtype(values.dtype, np.integer):
             raise DataError(f"ids must be integers, got {values.dtype}", file=file, column=check.column)
         bad = check.first_bad(values)
         if bad is not None:
             raise DataError(check.message(values[bad]), file=file, row=row_offset + bad, column=check.column)
+
+
+def _validate_lists(batch, check: ValueCheck, max_len: int, file, row_offset: int) -> None:
+    """``validate_batch`` for a multi_hot column: every row a list of at most max_len valid ids."""
+    name = check.column
+    present = name in batch if isinstance(batch, Mapping) else name in batch.schema.names
+    if not present:
+        raise DataError("missing column", file=file, column=name)
+    try:
+        flat, lengths = list_parts(batch[name] if isinstance(batch, Mapping) else batch.column(name))
+    except ListValueError as exc:
+        raise DataError(exc.message, file=file, column=name,
+                        row=None if exc.row is None else row_offset + exc.row) from None
+    long = first_too_long(lengths, max_len)
+    if long is not None:
+        raise DataError(f"a list of {lengths[long]} ids, more than max_len {max_len}", file=file,
+                        row=row_offset + long, column=name)
+    bad = check.first_bad(flat)
+    if bad is not None:
+        row = int(np.searchsorted(np.cumsum(lengths), bad, side="right"))
+        raise DataError(check.message(flat[bad]), file=file, row=row_offset + row, column=name)

@@ -19,8 +19,10 @@ DICTIONARY_MAX_VOCAB = 1 << 16      # dictionary-encode only low-cardinality col
 
 
 def dictionary_columns(manifest: Manifest) -> list[str]:
-    """Columns worth Parquet dictionary encoding: small vocabularies, the domain and the labels."""
-    small = [f.name for f in manifest.sparse if f.vocab_size <= DICTIONARY_MAX_VOCAB]
+    """Columns worth Parquet dictionary encoding: small vocabularies, the domain and the labels (a list
+    column is named by the path of its values)."""
+    small = [f"{f.name}.list.element" if f.multi_hot else f.name
+             for f in manifest.sparse if f.vocab_size <= DICTIONARY_MAX_VOCAB]
     return small + [manifest.domain.column, manifest.label, *manifest.extra_labels]
 
 

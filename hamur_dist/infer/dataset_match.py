@@ -14,7 +14,8 @@ def input_encoding_difference(trained: Manifest, data: Manifest) -> tuple[str | 
     model's training manifest), as (feature or column, how); None when nothing recorded differs.
 
     Equal sizes are not enough: two vocabularies of one size map different values to the same ids.
-    Compared: sparse names and order, vocab sizes, hashing, raw source columns, vocabulary files and
+    Compared: sparse names and order, vocab sizes, hashing, raw source columns, multi_hot and max_len
+    (the batch layout), vocabulary files and
     (where recorded) their fingerprints, dense names, scaling and its statistics, the domain column,
     count and names, and the preparer.
     """
@@ -58,7 +59,8 @@ def _sparse_difference(trained: Manifest, data: Manifest):
         return found
     vocab_files = _source_map(trained, "vocab_files"), _source_map(data, "vocab_files")
     for want, have in zip(trained.sparse, data.sparse):
-        for attr, what in (("vocab_size", "vocab_size"), ("hashed", "hashed ids"), ("source", "raw column")):
+        for attr, what in (("vocab_size", "vocab_size"), ("hashed", "hashed ids"), ("source", "raw column"),
+                           ("multi_hot", "multi_hot"), ("max_len", "max_len")):
             if getattr(want, attr) != getattr(have, attr):
                 return want.name, _differs(what, getattr(have, attr), getattr(want, attr))
         if (want.name in vocab_files[0]) != (want.name in vocab_files[1]):

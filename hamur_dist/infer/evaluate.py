@@ -86,7 +86,9 @@ def evaluate_previous(model_path: str | Path, data_root: str | Path, split: str 
     does not know are left out. Puts a warm-started run next to the model it started from."""
     model = load_artifact(model_dir(model_path))
     old, manifest = model.training_manifest, load_manifest(data_root)
-    limits = torch.tensor([f.vocab_size for f in old.sparse])
+    sizes = {f.name: f.vocab_size for f in old.sparse}
+    # one limit per batch column (a multi_hot feature takes max_len of them; its -1 pads stay as they are)
+    limits = torch.tensor([sizes[f.name] for f in manifest.sparse for _ in range(f.width)])
     with_user = manifest.user_column is not None
     buf = PredictionBuffer(with_user=with_user)
     for t in split_batches(manifest, data_root, split, batch_size, with_user):

@@ -3,7 +3,8 @@
 The artifact (``model/``) keeps its training data's manifest, the table schema that made it and the
 vocabularies, so raw rows (CSV or Parquet with the raw columns of that schema) can be scored without
 a prepare step. Unknown values become id 0, as in ``prepare --like``; an unknown domain is an error:
-a model has no parameters for a domain it never saw.
+a model has no parameters for a domain it never saw. A multi_hot column (text joined by the schema's
+separator, or a list column) becomes the model's padded layout: max_len columns, -1 where unused.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from hamur_dist.data.batches import InputDataError
 from hamur_dist.data.like import Parent, parent_schema
+from hamur_dist.data.multi_hot import ListValueError, list_parts, pad
 from hamur_dist.data.table_rows import TableRows
 from hamur_dist.data.validation import DataError
 from hamur_dist.model.artifact import load_training_manifest
@@ -49,7 +51,9 @@ class RawEncoder:
         types = {}
         for f in self.schema.sparse:
             encoder = self.rows.sparse[f.name]
-            if getattr(encoder, "values", None) is not None:
+            if f.multi_hot:
+                types[f.source] = pa.string()     # "a|b": split by the encoder, values cast there
+            elif getattr(encoder, "values", None) is not None:
                 types[f.source] = encoder.values.type
             elif f.encoding == "identity":
                 types[f.source] = pa.int64()
@@ -66,7 +70,13 @@ class RawEncoder:
         if missing:
             raise InputDataError(f"raw rows lack column(s) {missing} of the schema the model was trained on "
                                  f"(has {table.column_names})")
-        cols = self.rows.encode_features(table)
+        try:
+            cols = self.rows.encode_features(table)
+        except ListValueError as exc:
+            where = (f"{table.column(PATH_COLUMN)[exc.row].as_py()}: "
+                     if PATH_COLUMN in table.column_names and exc.row is not None else "")
+            raise InputDataError(f"{where}column '{exc.column}': {exc.message}"
+                                 f"{'' if exc.row is None else f' (batch row {exc.row})'}") from None
         domain = cols["domain"]
         if (domain < 0).any():
             i = int(np.flatnonzero(domain < 0)[0])
@@ -79,6 +89,8 @@ class RawEncoder:
             if not np.isfinite(values).all():
                 i = int(np.flatnonzero(~np.isfinite(values))[0])
                 raise InputDataError(f"column '{f.name}': dense value at batch row {i} is null or not finite")
-        return {"sparse": torch.from_numpy(np.stack([cols[f.name] for f in self.manifest.sparse], axis=1)),
+        sparse = [pad(*list_parts(cols[f.name]), f.max_len) if f.multi_hot else cols[f.name][:, None]
+                  for f in self.manifest.sparse]
+        return {"sparse": torch.from_numpy(np.concatenate(sparse, axis=1)),
                 "dense": torch.from_numpy(np.stack(dense, axis=1)) if dense else torch.zeros(len(domain), 0),
                 "domain": torch.from_numpy(domain)}

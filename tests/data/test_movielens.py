@@ -90,7 +90,8 @@ def test_ml100k_time_split_orders_by_time(shared_data, tmp_path):
 
 def test_grouplens_layout_matches_pandas_reference(grouplens_dir, tmp_path):
     folder, merged = grouplens_dir
-    m = prepare("movielens-1m", tmp_path / "out", source=str(folder), shard_rows=200, progress=False)
+    # genres first: cate_id is the movie's first genre, the reference code's feature (all: test_multi_hot.py)
+    m = prepare("movielens-1m", tmp_path / "out", source=str(folder), shard_rows=200, progress=False, genres="first")
     rows, per_domain, positives = _totals(m)
     domain = merged["age"].map(movielens.ML1M_AGE_DOMAINS)
     assert rows == len(merged)
