@@ -17,6 +17,8 @@ Forward, per batch (one exchange for all sharded tables together):
 2. all-to-all of the per-owner counts, then of the unique ids;
 3. each owner gathers the asked-for rows from ``local_weight``;
 4. all-to-all of the rows back (``exchange_rows``, autograd-aware), ``rows[inverse]``.
+A multi-valued table has ``max_len`` id columns (slots): lookups go by column (each knows its
+table), pads arrive as id 0 and the interface pools the slots after, so the exchange stays one.
 Backward sends the row gradients to the owners, who keep them (with the local row index) until
 ``SparseRowOptimizer.step`` sums duplicates and updates those rows. With sharded tables forward is a
 collective: every rank calls it the same number of times, and runs backward through it, even with an
@@ -36,14 +38,8 @@ from torch import nn
 from hamur_dist.embedding.exchange import Exchanger, all_gather_row_sums, exchange_rows
 from hamur_dist.embedding.init_rows import init_rows
 from hamur_dist.embedding.planner import ShardingPlan, TablePlacement
-from hamur_dist.model.embedding import EmbeddingCollectionInterface, TableSpec
+from hamur_dist.model.embedding import EmbeddingCollectionInterface, TableSpec, check_ids
 
-def _check_ids(ids: torch.Tensor, tables: list[TablePlacement], num_rows: torch.Tensor) -> None:
-    bad = (ids < 0) | (ids >= num_rows)
-    if bool(bad.any()):
-        j = int(bad.any(dim=0).nonzero()[0])
-        value = int(ids[:, j][bad[:, j]][0])
-        raise ValueError(f"table '{tables[j].name}': id {value} outside [0, {tables[j].num_rows})")
 
 
 class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
@@ -83,11 +79,16 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
                 with torch.no_grad():
                     init_rows(table.weight, p.name, 0, init_std, seed)
                 self.tables[p.name] = table
-        self._dense_cols = [i for i, p in enumerate(placements) if not p.is_sparse]
-        self._sharded_cols = [i for i, p in enumerate(placements) if p.is_sharded]
-        self._sharded: list[TablePlacement] = [placements[i] for i in self._sharded_cols]
-        self._replicated_cols = [i for i, p in enumerate(placements) if p.is_sparse and not p.is_sharded]
-        self._replicated: list[TablePlacement] = [placements[i] for i in self._replicated_cols]
+        self._dense = [i for i, p in enumerate(placements) if not p.is_sparse]     # spec indices
+        self._dense_cols = [c for c, t in enumerate(self.slot_tables) if not placements[t].is_sparse]
+        self._sharded: list[TablePlacement] = [p for p in placements if p.is_sharded]
+        self._replicated: list[TablePlacement] = [p for p in placements if p.is_sparse and not p.is_sharded]
+        # lookups go by id column (slot); a multi-valued table has max_len columns
+        self._sharded_cols = [c for c, t in enumerate(self.slot_tables) if placements[t].is_sharded]
+        self._replicated_cols = [c for c, t in enumerate(self.slot_tables)
+                                 if placements[t].is_sparse and not placements[t].is_sharded]
+        self._sharded_col_tables = [placements[self.slot_tables[c]] for c in self._sharded_cols]
+        self._replicated_col_tables = [placements[self.slot_tables[c]] for c in self._replicated_cols]
 
         # Local layout of every rank, so each rank can compute any id's place in the global row space.
         rows_on = [[p.rows_on(r) for p in self._sharded] for r in range(world_size)]
@@ -103,16 +104,19 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
                 if r == rank:
                     self._local_base[p.name] = base - self._rank_base[r]
             offsets.append(per_rank)
+        column_table = [self._sharded.index(p) for p in self._sharded_col_tables]
         self._fused_offset = torch.tensor(offsets, dtype=torch.int64, device=self.device).reshape(-1, world_size)
+        self._fused_offset = self._fused_offset[column_table]     # per sharded column
         self._rank_ends = torch.tensor(self._rank_base[1:], dtype=torch.int64, device=self.device)
-        self._num_rows = torch.tensor([p.num_rows for p in self._sharded], dtype=torch.int64, device=self.device)
+        self._num_rows = torch.tensor([p.num_rows for p in self._sharded_col_tables], dtype=torch.int64,
+                                      device=self.device)
         # replicated-sparse tables after this rank's sharded rows
         self._replicated_base = end = rank_rows[rank]
         for p in self._replicated:
             self._local_base[p.name], end = end, end + p.num_rows
-        self._replicated_offset = torch.tensor([self._local_base[p.name] for p in self._replicated],
+        self._replicated_offset = torch.tensor([self._local_base[p.name] for p in self._replicated_col_tables],
                                                dtype=torch.int64, device=self.device)
-        self._replicated_rows = torch.tensor([p.num_rows for p in self._replicated], dtype=torch.int64,
+        self._replicated_rows = torch.tensor([p.num_rows for p in self._replicated_col_tables], dtype=torch.int64,
                                              device=self.device)
 
         self.local_weight = torch.empty(end, self.dim, device=self.device)
@@ -127,9 +131,17 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
         if ids.dtype != torch.int64:
             raise ValueError(f"expected int64 ids, got {ids.dtype}")
         ids = ids.to(self.device)
-        columns: list[torch.Tensor | None] = [None] * len(self.specs)
-        for i in self._dense_cols:
-            columns[i] = self.tables[self.specs[i].name](ids[:, i])
+        columns: list[torch.Tensor | None] = [None] * self.num_slots
+        if self.multi_valued and self._dense_cols:     # nn.Embedding's own error names no table
+            dense = [self.specs[self.slot_tables[c]] for c in self._dense_cols]
+            check_ids(ids[:, self._dense_cols], [s.name for s in dense],
+                      torch.tensor([s.num_rows for s in dense], device=self.device))
+        for i in self._dense:
+            start, end = self.slot_ranges[i]
+            if end - start == 1:
+                columns[start] = self.tables[self.specs[i].name](ids[:, start])
+            else:       # one lookup (one dense gradient) per table, not per slot
+                columns[start:end] = self.tables[self.specs[i].name](ids[:, start:end]).unbind(1)
         for cols, lookup in ((self._sharded_cols, self._lookup_sharded),
                              (self._replicated_cols, self._lookup_replicated)):
             if cols:
@@ -144,16 +156,16 @@ class ShardedEmbeddingCollection(EmbeddingCollectionInterface):
             self._pending.append((local_rows, rows))
 
     def _lookup_replicated(self, ids: torch.Tensor) -> torch.Tensor:
-        _check_ids(ids, self._replicated, self._replicated_rows)
+        check_ids(ids, [p.name for p in self._replicated_col_tables], self._replicated_rows)
         unique, inverse = torch.unique(ids + self._replicated_offset, sorted=True, return_inverse=True)
         rows = self.local_weight.index_select(0, unique)
         self._keep_for_backward(unique, rows)
         return rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, self.dim)
 
     def _lookup_sharded(self, ids: torch.Tensor) -> torch.Tensor:
-        _check_ids(ids, self._sharded, self._num_rows)
+        check_ids(ids, [p.name for p in self._sharded_col_tables], self._num_rows)
         fused = torch.empty_like(ids)
-        for j, p in enumerate(self._sharded):
+        for j, p in enumerate(self._sharded_col_tables):
             if p.scheme == "row_wise":
                 owner = torch.div(ids[:, j], p.block, rounding_mode="floor")
                 fused[:, j] = ids[:, j] + self._fused_offset[j][owner]

@@ -18,7 +18,7 @@ row-wise and table-wise tables).
 
 1. a table of at most ``dense_max_kb`` stays replicated dense: its whole step costs less than the
    sparse bookkeeping (unique ids, an exchange per step). Rows touched per step per worker ~
-   min(rows, batch size); a table with at most ``dense_rows_factor`` x that many rows is tiny too:
+   min(rows, batch size x max_len); a table with at most ``dense_rows_factor`` x that many rows is tiny too:
    a step touches a large share of it anyway;
 2. otherwise replicated sparse while the replicated tables' bytes per worker (weights, plus a
    gradient for dense ones, plus optimiser state) fit ``replicated_max_mb``, smallest tables first;
@@ -186,7 +186,7 @@ def _auto_modes(specs: list[TableSpec], world_size: int, cfg: EmbeddingConfig, b
     for spec in specs:
         if spec.name in fixed:
             continue
-        touched = min(spec.num_rows, batch_size)
+        touched = min(spec.num_rows, batch_size * spec.max_len)     # max_len ids per row if multi-valued
         if cfg.auto_row_wise_min_rows is not None and spec.num_rows >= cfg.auto_row_wise_min_rows:
             out[spec.name] = ("row_wise", f">= auto_row_wise_min_rows ({cfg.auto_row_wise_min_rows:,})")
         elif spec.num_rows * spec.dim * BYTES_PER_VALUE <= cfg.dense_max_kb * 1024:

@@ -31,7 +31,8 @@ TRACE_ROWS = 7          # example batch for tracing (any size >= 2: torch specia
 CHECK_ROWS = 13         # a batch of another size, scored by both programs as a self-check
 CHECK_TOLERANCE = 1e-4  # max |exported - eager| accepted on the self-check batch
 
-SIGNATURE = ("forward(sparse: int64 (B, F), dense: float32 (B, Dn), domain: int64 (B,)) "
+SIGNATURE = ("forward(sparse: int64 (B, S) slots (max_len columns per feature, in input order; -1 = padding "
+             "of a multi_hot feature), dense: float32 (B, Dn), domain: int64 (B,)) "
              "-> float32 (B,) probabilities (sigmoid of the logit)")
 HASHING = ("hashed features: id = pandas.util.hash_array(raw values, in the dtype the preparer read them) "
            "% (vocab_size - 1) + 1 (as uint64; hamur_dist.data.encoders.HashEncoder); a missing value is id 0")
@@ -59,9 +60,18 @@ class Scorer(nn.Module):
 
 
 def example_inputs(schema, rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Valid random inputs: ids in range, dense in [0, 1), domains cycling so each appears."""
+    """Valid random inputs: ids in range (a multi_hot feature: its max_len slots, each row's last
+    0..max_len of them -1 pads), dense in [0, 1), domains cycling so each appears."""
     gen = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(f.vocab_size, (rows,), generator=gen) for f in schema.sparse], dim=1)
+    columns = []
+    for f in schema.sparse:
+        slots = getattr(f, "max_len", 1)
+        ids = torch.randint(f.vocab_size, (rows, slots), generator=gen)
+        if slots > 1:
+            used = torch.randint(slots + 1, (rows, 1), generator=gen)
+            ids = ids.masked_fill(torch.arange(slots) >= used, -1)
+        columns.append(ids)
+    sparse = torch.cat(columns, dim=1)
     dense = torch.rand(rows, len(schema.dense), generator=gen)
     domain = torch.arange(rows) % schema.num_domains
     return sparse, dense, domain
@@ -105,7 +115,9 @@ def _features(model) -> dict:
         raise ArtifactError("the artifact's manifest.json lists other features than the model was built with")
     sparse = [{"name": f.name, "vocab_size": f.vocab_size, "hashed": f.hashed,
                **({"source": f.source} if f.source else {}),
-               **({"fingerprint": f.fingerprint} if f.fingerprint else {})} for f in source.sparse]
+               **({"fingerprint": f.fingerprint} if f.fingerprint else {}),
+               **({"multi_hot": True, "max_len": f.max_len} if getattr(f, "multi_hot", False) else {})}
+              for f in source.sparse]
     dense = [{"name": f.name, "scaling": f.scaling, "params": f.params} for f in source.dense]
     names = manifest.domain.names if manifest is not None else None
     domain = {"column": schema.domain_column, "num_domains": schema.num_domains, "names": names}

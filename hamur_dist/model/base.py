@@ -1,6 +1,10 @@
 """CTRModel: what every model in the library shares (inputs, embedding, routing, output).
 
-    logits = model(sparse, dense, domain)     # (B, F) int64, (B, Dn) float, (B,) int64 -> (B,)
+    logits = model(sparse, dense, domain)     # (B, S) int64, (B, Dn) float, (B,) int64 -> (B,)
+
+``sparse`` has one id column per single-valued feature and ``max_len`` columns (slots, -1 = padding)
+per multi-valued one, in schema order (S = F without multi-valued features); the embedding module
+pools the slots, so the model body always sees one vector per feature.
 
 The embedding module (``model.embedding``) implements ``EmbeddingCollectionInterface``: by default a
 plain ``EmbeddingCollection``; a pre-built one (e.g. sharded) with the same ``specs`` can be passed in.
@@ -16,7 +20,7 @@ from torch import nn
 
 from hamur_dist.data.manifest import FeatureSchema
 from hamur_dist.model.config import ModelConfig
-from hamur_dist.model.embedding import EmbeddingCollection, EmbeddingCollectionInterface, TableSpec
+from hamur_dist.model.embedding import EmbeddingCollection, EmbeddingCollectionInterface, TableSpec, pooled_feature
 from hamur_dist.model.routing import AllDomainsLayout, DomainLayout
 
 
@@ -27,7 +31,10 @@ def embedding_specs(cfg: ModelConfig, schema: FeatureSchema) -> list[TableSpec]:
     stored as one table of ``vocab_size * num_domains`` rows (domain d owns rows d*vocab..).
     """
     copies = schema.num_domains if cfg.name == "per_domain" else 1
-    return [TableSpec(f.name, f.vocab_size * copies, cfg.embed_dim) for f in schema.sparse]
+    # single-valued tables keep the default pooling (unused): their specs do not depend on the config
+    return [TableSpec(f.name, f.vocab_size * copies, cfg.embed_dim, max_len=getattr(f, "max_len", 1),
+                      **({"pooling": cfg.multi_hot_pooling, "multi_hot": True} if pooled_feature(f) else {}))
+            for f in schema.sparse]
 
 
 class CTRModel(nn.Module):
@@ -47,6 +54,7 @@ class CTRModel(nn.Module):
         self.schema = schema
         self.num_domains = schema.num_domains
         self.num_sparse = len(schema.sparse)
+        self.num_slots = sum(getattr(f, "max_len", 1) for f in schema.sparse)    # id columns of `sparse`
         self.num_dense = len(schema.dense)
         expected = embedding_specs(cfg, schema)
         if embedding is None:
@@ -70,7 +78,7 @@ class CTRModel(nn.Module):
         raise NotImplementedError
 
     def lookup(self, sparse: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
-        """(B, F) ids -> (B, F*E); overridden by models with per-domain tables."""
+        """(B, S) ids -> (B, F*E); overridden by models with per-domain tables."""
         return self.embedding(sparse).flatten(1)
 
     @property
@@ -105,9 +113,10 @@ class CTRModel(nn.Module):
         return layout.restore(logits)
 
     def _check_inputs(self, sparse: torch.Tensor, dense: torch.Tensor, domain: torch.Tensor) -> None:
-        if sparse.dim() != 2 or sparse.shape[1] != self.num_sparse:
-            raise ValueError(f"sparse must have shape (B, {self.num_sparse}) (features {self.schema.sparse_names}), "
-                             f"got {tuple(sparse.shape)}")
+        if sparse.dim() != 2 or sparse.shape[1] != self.num_slots:
+            slots = " with max_len columns per multi-valued one" if self.num_slots != self.num_sparse else ""
+            raise ValueError(f"sparse must have shape (B, {self.num_slots}) (features {self.schema.sparse_names}"
+                             f"{slots}), got {tuple(sparse.shape)}")
         if sparse.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"sparse ids must be int64, got {sparse.dtype}")
         if dense.dim() != 2 or dense.shape[1] != self.num_dense or dense.shape[0] != sparse.shape[0]:

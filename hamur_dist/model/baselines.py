@@ -14,6 +14,7 @@ from torch import nn
 from hamur_dist.data.manifest import FeatureSchema
 from hamur_dist.model.backbones import MLPTowers
 from hamur_dist.model.base import CTRModel
+from hamur_dist.model.embedding import PAD, pooled_feature
 from hamur_dist.model.config import ModelConfig
 from hamur_dist.model.layers import GroupBatchNorm, HiddenStack
 
@@ -28,17 +29,22 @@ class PerDomain(MLPTowers):
     def __init__(self, cfg: ModelConfig, schema: FeatureSchema, embedding: nn.Module | None = None):
         super().__init__(cfg, schema, embedding)
         self.reference = False
-        self.register_buffer("vocab", torch.tensor([f.vocab_size for f in schema.sparse]), persistent=False)
+        # one entry per id column (a multi-valued feature has max_len columns; its pads stay -1)
+        slots = [f.vocab_size for f in schema.sparse for _ in range(getattr(f, "max_len", 1))]
+        pooled = [pooled_feature(f) for f in schema.sparse for _ in range(getattr(f, "max_len", 1))]
+        self.register_buffer("vocab", torch.tensor(slots), persistent=False)
+        self.register_buffer("may_pad", torch.tensor(pooled), persistent=False)
 
     def lookup(self, sparse: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
-        outside = (sparse < 0) | (sparse >= self.vocab)
+        pad = (sparse == PAD) & self.may_pad
+        outside = ((sparse < 0) | (sparse >= self.vocab)) & ~pad
         if torch.compiler.is_exporting():   # no host sync in a traced program: an assertion in the graph
             torch._assert_async(~outside.any(), "a sparse id is outside its feature's vocabulary")
         elif bool(outside.any()):   # would silently read another domain's rows
             bad = int(outside.any(0).nonzero()[0])
-            raise IndexError(f"sparse feature '{self.schema.sparse[bad].name}' has an id outside "
-                             f"[0, {int(self.vocab[bad])})")
-        return self.embedding(sparse + domain.unsqueeze(1) * self.vocab).flatten(1)
+            feature = self.embedding.specs[self.embedding.slot_tables[bad]].name
+            raise IndexError(f"sparse feature '{feature}' has an id outside [0, {int(self.vocab[bad])})")
+        return self.embedding(torch.where(pad, sparse, sparse + domain.unsqueeze(1) * self.vocab)).flatten(1)
 
 
 class _Routed(CTRModel):

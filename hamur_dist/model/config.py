@@ -51,6 +51,7 @@ class ModelConfig:
     # Wide & Deep: the wide (linear) part reads the dense features and the deep part the sparse
     # embeddings, as in the reference code; "all" feeds the whole instance vector to both.
     wide_inputs: Literal["dense", "all"] = "dense"
+    multi_hot_pooling: Literal["mean", "sum"] = "mean"   # how a multi-valued feature's id embeddings are pooled
     hamur: HamurConfig = field(default_factory=HamurConfig)
 
     def validate(self) -> None:
@@ -58,6 +59,8 @@ class ModelConfig:
             raise ConfigError(f"model.name: '{self.name}' is not one of {list(BACKBONES + BASELINES)}")
         if self.embed_dim < 1:
             raise ConfigError("model.embed_dim must be >= 1")
+        if self.multi_hot_pooling not in ("mean", "sum"):
+            raise ConfigError(f"model.multi_hot_pooling: {self.multi_hot_pooling!r} is not one of ['mean', 'sum']")
         if self.embed_init_std <= 0:
             raise ConfigError("model.embed_init_std must be > 0")
         if not 0.0 <= self.dropout < 1.0:

@@ -155,7 +155,8 @@ class WorkerModel:
 
     def dummy_batch(self, rows: int = 2) -> dict:
         """A valid filler batch (id 0, domain 0) for a worker whose share of a pass is empty."""
-        return {"sparse": torch.zeros(rows, len(self.manifest.sparse), dtype=torch.long),
+        slots = sum(getattr(f, "max_len", 1) for f in self.manifest.sparse)     # multi_hot: max_len columns
+        return {"sparse": torch.zeros(rows, slots, dtype=torch.long),
                 "dense": torch.zeros(rows, len(self.manifest.dense)),
                 "domain": torch.zeros(rows, dtype=torch.long), "label": torch.zeros(rows),
                 "user": torch.zeros(rows, dtype=torch.long)}
@@ -206,10 +207,15 @@ class WorkerModel:
     def fingerprint(self) -> dict:
         """What a checkpoint must match to be loaded: model config and data layout."""
         m = self.manifest
-        layout = json.dumps({"sparse": [(f.name, f.vocab_size) for f in m.sparse],
+        # fields added later enter only when they matter, so older checkpoints keep matching
+        layout = json.dumps({"sparse": [(f.name, f.vocab_size, *((f.max_len,) if f.multi_hot else ()))
+                                        for f in m.sparse],
                              "dense": [f.name for f in m.dense], "domains": m.domain.num_domains}, sort_keys=True)
         sharded = self.sharded.sparse_table_names() if self.sharded is not None else []   # kept in shard files
-        found = {"model": json.dumps(to_dict(self.cfg.model), sort_keys=True),
+        model = to_dict(self.cfg.model)
+        if not any(f.multi_hot for f in m.sparse):
+            model.pop("multi_hot_pooling", None)
+        found = {"model": json.dumps(model, sort_keys=True),
                  "data_layout": hashlib.sha256(layout.encode()).hexdigest()[:16],
                  "sharded_tables": ",".join(sharded)}
         if self.cfg.train.trainable != "all":   # another set of optimised parameters
