@@ -1,6 +1,6 @@
 """``hamur compare``: models x seeds, each cell a full training run under Ray Tune, one comparison table.
 
-    hamur compare --config configs/compare/movielens100k.yaml [key=value ...]   # base experiment overrides
+    hamur compare --config configs/compare/movielens100k.yaml [--models a,b] [key=value ...]
     hamur compare --resume runs/<comparison>                                     # finish an interrupted one
 """
 from __future__ import annotations
@@ -14,8 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="EXPERIMENT_DIR",
                    help="continue an interrupted comparison; finished cells are kept, not re-run")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--models", help="only these models of the file (comma-separated names)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                   help="overrides of the base experiment (every cell), e.g. train.epochs=10")
+                   help="overrides of the base experiment (every cell), e.g. train.epochs=10; "
+                        "compare.* keys change the comparison (e.g. compare.seeds=[0,1])")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from hamur_dist.config_loader import ConfigError   # printed as one line by hamur_dist.cli
 
     if args.resume:
-        if args.config or args.overrides:
+        if args.config or args.overrides or args.models:
             raise ConfigError("--resume continues the comparison exactly as it was saved (its compare.yaml); "
                               "drop --config and the overrides")
         result = resume_comparison(args.resume, address=args.address)
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.config:
             raise ConfigError("name a comparison file with --config (e.g. configs/compare/movielens100k.yaml), "
                               "or --resume EXPERIMENT_DIR")
-        comparison = load_comparison(args.config, args.overrides)
+        only = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        comparison = load_comparison(args.config, args.overrides, only)
         if args.address:
             comparison.base.ray.address = args.address
         result = run_comparison(comparison, config_path=args.config)

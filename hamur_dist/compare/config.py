@@ -131,14 +131,33 @@ def _normalised(raw: dict, source: str) -> dict:
     return out
 
 
-def build_comparison(data: dict, folder: Path, overrides=(), source: str = "") -> Comparison:
-    """Split a comparison mapping (``extends`` merged) into base + settings and resolve every cell."""
+def _split_overrides(overrides) -> tuple[list[str], list[str]]:
+    """(base experiment overrides, ``compare.*`` overrides without the prefix)."""
+    base, compare = [], []
+    for text in overrides:
+        (compare if text.startswith("compare.") else base).append(text.split(".", 1)[1] if text.startswith("compare.")
+                                                                  else text)
+    return base, compare
+
+
+def build_comparison(data: dict, folder: Path, overrides=(), source: str = "",
+                     only: list[str] | None = None) -> Comparison:
+    """Split a comparison mapping (``extends`` merged) into base + settings and resolve every cell;
+    ``overrides``: ``key=value`` for the base, ``compare.key=value`` for the settings; ``only``: a
+    subset of the models, in the file's order."""
     data = copy.deepcopy(data)
     raw = data.pop("compare", None)
     if not isinstance(raw, dict):
         raise ConfigError(f"{source or 'comparison'}: no 'compare:' mapping (see configs/compare/)")
+    overrides, compare_overrides = _split_overrides(overrides)
     try:
+        config_loader.apply_overrides(raw, compare_overrides)
         raw["models"] = _normalised(raw.get("models"), source)
+        if only:
+            unknown = [m for m in only if m not in raw["models"]]
+            if unknown:
+                raise ConfigError(f"--models: {unknown} not in compare.models ({', '.join(raw['models'])})")
+            raw["models"] = {m: spec for m, spec in raw["models"].items() if m in only}
         settings = config_loader.build(CompareConfig, raw, prefix="compare")
         base = config_loader.apply_overrides(data, overrides)
         base_cfg = from_dict(base)
@@ -150,9 +169,9 @@ def build_comparison(data: dict, folder: Path, overrides=(), source: str = "") -
     return Comparison(base=base_cfg, settings=settings, cells=cells)
 
 
-def load_comparison(path: str | Path, overrides=()) -> Comparison:
+def load_comparison(path: str | Path, overrides=(), only: list[str] | None = None) -> Comparison:
     path = Path(path)
-    return build_comparison(config_loader.read_yaml(path), path.parent, overrides, source=str(path))
+    return build_comparison(config_loader.read_yaml(path), path.parent, overrides, source=str(path), only=only)
 
 
 def save_comparison(experiment_dir: Path, comparison: Comparison) -> Path:

@@ -74,3 +74,12 @@ def test_the_saved_comparison_resumes_the_same_cells(tmp_path):
     assert again.cell_config("star", 2).model.dropout == 0.3
     with pytest.raises(ConfigError, match="not found"):
         load_saved_comparison(tmp_path / "nothing")
+
+
+def test_a_subset_of_models_and_compare_overrides(tmp_path):
+    path = _write(tmp_path, {"models": {"star": {"extends": "star.yaml"}, "mlp": {}, "other": {}}})
+    comparison = load_comparison(path, ["compare.seeds=[5]", "train.epochs=2"], only=["star", "other"])
+    assert list(comparison.cells) == ["other", "star"] and comparison.settings.seeds == [5]   # the file's order
+    assert comparison.cell_config("star", 5).train.epochs == 2
+    with pytest.raises(ConfigError, match=r"--models: \['nope'\] not in compare.models"):
+        load_comparison(path, only=["nope"])
