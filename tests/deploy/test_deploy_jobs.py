@@ -11,7 +11,7 @@ import pytest
 from tests.deploy.deploy_paths import REPO
 
 JOBS = REPO / "jobs"
-SCRIPTS = ["prepare", "train", "tune", "evaluate", "predict"]
+SCRIPTS = ["prepare", "train", "tune", "compare", "evaluate", "predict"]
 
 
 def test_every_job_script_is_a_cli_subcommand():
