@@ -32,6 +32,16 @@ def test_shipped_comparisons_load(name):
     assert len({c["data"]["path"] for c in comparison.cells.values()}) == 1
 
 
+def test_the_ablation_changes_one_thing_per_model():
+    comparison = load_comparison(REPO / "configs" / "compare" / "hamur_ablation_ml100k.yaml")
+    base = comparison.cells["hamur"]
+    assert base == load_comparison(REPO / "configs" / "compare" / "movielens100k.yaml").cells["hamur-mlp-paper"]
+    for name, cell in comparison.cells.items():
+        changed = [k for k in base["model"]["hamur"] if cell["model"]["hamur"][k] != base["model"]["hamur"][k]]
+        assert len(changed) == (0 if name == "hamur" else 1), (name, changed)
+        assert {k: v for k, v in cell.items() if k != "model"} == {k: v for k, v in base.items() if k != "model"}
+
+
 def test_cells_merge_base_files_and_sets_in_order(tmp_path):
     path = _write(tmp_path, {"seeds": [3, 4], "every_model": {"model.dropout": 0.3},
                              "models": {"star": {"extends": "star.yaml", "set": {"model.dropout": 0.1}},
