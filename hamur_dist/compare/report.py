@@ -114,8 +114,9 @@ def plot(summary: dict, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     names, models = summary["scopes"], list(summary["models"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)) + 2.5, 4.5))
     width = 0.8 / max(1, len(models))
+    colors, markers = plt.get_cmap("tab20").colors, "osD^vPX<>"   # distinct for up to 20 models
     for j, model in enumerate(models):
         test = summary["models"][model]["test"]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(names))]
@@ -123,16 +124,23 @@ def plot(summary: dict, path: Path) -> Path | None:
         stds = [test[s]["auc"]["std"] or 0.0 for s in names]
         keep = [k for k, m in enumerate(means) if m is not None]
         ax.errorbar([xs[k] for k in keep], [means[k] for k in keep], yerr=[stds[k] for k in keep],
-                    fmt="o", capsize=3, label=model)
+                    fmt=markers[j % len(markers)], color=colors[(2 * j) % 20 if j < 10 else (2 * j + 1) % 20],
+                    capsize=3, label=model)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("test AUC (mean ± std over seeds)")
     ax.set_title(f"{summary['name']}: test AUC per domain", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def replot(json_path: Path) -> Path | None:
+    """Draw comparison.png again from a comparison.json (e.g. after a change of this plot)."""
+    json_path = Path(json_path)
+    return plot(json.loads(json_path.read_text()), json_path.with_suffix(".png"))
 
 
 def write_report(cells: list[CellResult], experiment_dir: Path, name: str, alpha: float, context: dict) -> dict:
