@@ -24,6 +24,26 @@ def quiet_known_noise() -> None:
     logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
+STARTUP_TRIES = 3
+
+
+def _start_local(ray, cpus: int, object_store_mb: int, log) -> None:
+    """``ray.init`` of a local Ray. Ray gives its raylet a fixed 30 s to register and fails the start
+    on a machine busy enough to miss that (measured: another training run and a test suite on 2
+    cores); a fresh start then usually succeeds, so try again before giving up."""
+    for attempt in range(1, STARTUP_TRIES + 1):
+        try:
+            ray.init(num_cpus=cpus, object_store_memory=object_store_mb * 1024**2,
+                     include_dashboard=False, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)
+            return
+        except Exception as exc:   # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc) or attempt == STARTUP_TRIES:
+                raise
+            log(f"[hamur] the local Ray did not start in time (busy machine?); starting it again "
+                f"({attempt + 1}/{STARTUP_TRIES})")
+            ray.shutdown()
+
+
 @contextlib.contextmanager
 def ray_cluster(rc, log=print):
     """Join ``rc.address`` / ``RAY_ADDRESS`` if given, else start a local Ray for this block only.
@@ -40,8 +60,7 @@ def ray_cluster(rc, log=print):
     else:
         cpus = rc.num_cpus or max(4, 2 * (os.cpu_count() or 1))
         log(f"[hamur] starting local Ray ({cpus} logical CPUs, {rc.object_store_mb} MB object store)")
-        ray.init(num_cpus=cpus, object_store_memory=rc.object_store_mb * 1024**2,
-                 include_dashboard=False, configure_logging=False, runtime_env=LOCAL_RUNTIME_ENV)
+        _start_local(ray, cpus, rc.object_store_mb, log)
     try:
         from hamur_dist.ray_internals import warn_if_unchecked
 
