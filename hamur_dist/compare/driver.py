@@ -13,6 +13,8 @@ it from its last checkpoint. A resume runs the saved ``compare.yaml`` unchanged.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 from hamur_dist.compare.collect import cell_dir, collect, is_finished
 from hamur_dist.compare.config import SAVED_FILE, Comparison, load_saved_comparison, save_comparison
 from hamur_dist.config_loader import ConfigError
+from hamur_dist.console import LOG_FILE
 
 TRIAL_DRIVER_CPU = 0.01   # the trial's own actor only waits for its TorchTrainer (see hamur_dist.tune.driver)
 TUNE_DIR = "tune"
@@ -62,8 +65,14 @@ def _run_pending(comparison: Comparison, experiment_dir: Path, pending: list[str
         tune.with_parameters(run_cell, cells=comparison.cells, experiment_dir=str(experiment_dir)),
         {"cpu": TRIAL_DRIVER_CPU})
     total = len(comparison.cells) * len(settings.seeds)
+    console = sys.stdout
+
+    def say(message: str) -> None:      # our cell lines reach the console; Tune's own prints do not
+        with contextlib.redirect_stdout(console):
+            log(message)
+
     # one trial per cell; placement groups of ended trials are freed like in `hamur tune`
-    callbacks = [CellCleanup(experiment_dir), CellProgress(experiment_dir, total, total - len(pending), log)]
+    callbacks = [CellCleanup(experiment_dir), CellProgress(experiment_dir, total, total - len(pending), say)]
     tuner = tune.Tuner(
         trainable, param_space={"cell": tune.grid_search(pending)},
         tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent_trials,
@@ -71,7 +80,8 @@ def _run_pending(comparison: Comparison, experiment_dir: Path, pending: list[str
         run_config=tune.RunConfig(name=_attempt_name(experiment_dir), storage_path=str(experiment_dir / TUNE_DIR),
                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                                   callbacks=callbacks, verbose=0))
-    grid = tuner.fit()
+    with open(experiment_dir / LOG_FILE, "a", encoding="utf-8") as tune_output, contextlib.redirect_stdout(tune_output):
+        grid = tuner.fit()     # Tune prints its tables and paths: kept in the log file
     errors = {}
     for result in grid:
         if result.error is not None:
@@ -101,7 +111,7 @@ def experiment_dir_for(comparison: Comparison, config_path: str | None) -> Path:
 
 def _execute(comparison: Comparison, experiment_dir: Path, log) -> ComparisonResult:
     from hamur_dist.compare.report import write_report
-    from hamur_dist.console import LOG_FILE, ray_logging_to, show_worker_output
+    from hamur_dist.console import ray_logging_to, show_worker_output
     from hamur_dist.ray_connection import ray_cluster
     from hamur_dist.train.trainer import ensure_dataset
 

@@ -3,21 +3,14 @@ resumed. Finished cells are not trained again, every artifact is written, the nu
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.tune.test_resume import _kill_ray, _ray_pids, _wait_for
+from tests.killed_cli import killed_command
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _comparison_file(tmp_path: Path, dataset: Path, storage: Path) -> Path:
@@ -44,31 +37,15 @@ def _comparison_file(tmp_path: Path, dataset: Path, storage: Path) -> Path:
 def test_a_killed_comparison_resumes_and_writes_every_artifact(tune_dataset, tmp_path):
     exp = tmp_path / "runs" / "matrix"
     path = _comparison_file(tmp_path, tune_dataset, tmp_path / "runs")
-    ray_tmp = tempfile.mkdtemp(prefix="hrc-", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp, RAY_USAGE_STATS_ENABLED="0")
-    cli = [sys.executable, "-m", "hamur_dist.cli", "compare"]
-    log = tmp_path / "first.log"
     reports = lambda: sorted(exp.glob("runs/*/seed*/report.json"))   # noqa: E731
-    try:
-        with open(log, "w") as out:
-            proc = subprocess.Popen([*cli, "--config", str(path)], cwd=REPO, env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        first = _wait_for(lambda: reports(), 900, proc, "a finished cell", log)[0]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        _kill_ray(ray_tmp)
-        assert not _ray_pids(ray_tmp)
+    with killed_command("compare", tmp_path / "first.log") as command:
+        command.start("--config", str(path))
+        first = command.wait_for(reports, "a finished cell")[0]
+        command.kill()
         finished_before = {p: p.stat().st_mtime_ns for p in reports()}
         assert len(finished_before) < 4, "the kill came too late to test a resume"
         assert not (exp / "comparison.md").exists()
-
-        resumed = subprocess.run([*cli, "--resume", str(exp)], cwd=REPO, env=env, capture_output=True, text=True,
-                                 timeout=900, start_new_session=True)
-        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    finally:
-        _kill_ray(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        resumed = command.resume(exp)
 
     assert f"{len(finished_before)} cells finished, {4 - len(finished_before)} to train" in resumed.stdout
     # finished cells were not trained again
@@ -94,4 +71,5 @@ def test_a_killed_comparison_resumes_and_writes_every_artifact(tune_dataset, tmp
     # the console: one line per cell, not the cells' training output (that is in ray.log and the runs)
     assert resumed.stdout.count("[hamur compare] hamur seed") + resumed.stdout.count("[hamur compare] mlp seed") >= 2
     assert "[hamur] epoch" not in resumed.stdout and "Reporting training result" not in resumed.stdout
+    assert "View detailed results here" not in resumed.stdout   # Tune's own prints: in ray.log
     assert "Reporting training result" in (exp / "ray.log").read_text()

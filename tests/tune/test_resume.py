@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import checkpointed_epochs
+from tests.killed_cli import killed_command
 from tests.tune.tune_helpers import write_search_file
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _statuses(exp_dir: Path) -> dict[str, str]:
@@ -39,44 +32,6 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-def _ray_pids(marker: str) -> list[int]:
-    """Processes of the subprocess's own Ray: they inherit its RAY_TMPDIR (Ray workers start their own
-    process groups and retitle themselves ``ray::...``, so neither the group nor the command line finds them)."""
-    pids = []
-    needle = f"RAY_TMPDIR={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _kill_ray(marker: str, wait_s: float = 30) -> None:
-    deadline = time.time() + wait_s
-    while (pids := _ray_pids(marker)) and time.time() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-
-
-def _wait_for(condition, timeout_s: float, proc, what: str, log: Path):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"`hamur tune` exited ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
-
-
 def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_path):
     storage = tmp_path / "runs"
     path = write_search_file(tmp_path / "search.yaml", tune_dataset, storage, "interrupted", epochs=2,
@@ -85,15 +40,8 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
     text = path.read_text() + "ray: {num_cpus: 4, object_store_mb: 256}\n"
     path.write_text(text)
     exp = storage / "interrupted"
-    ray_tmp = tempfile.mkdtemp(prefix="hrt-", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp, RAY_USAGE_STATS_ENABLED="0")
-    cli = [sys.executable, "-m", "hamur_dist.cli", "tune"]
-    log = tmp_path / "first.log"
-    try:
-        with open(log, "w") as out:
-            proc = subprocess.Popen([*cli, "--config", str(path)], cwd=REPO, env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+    with killed_command("tune", tmp_path / "first.log") as command:
+        command.start("--config", str(path))
 
         def one_done_one_checkpointed():
             statuses = _statuses(exp)
@@ -101,12 +49,9 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
             running = [t for t, s in statuses.items() if s == "RUNNING" and checkpointed_epochs(exp / "runs" / t)]
             return (done[0], running[0]) if done and running else None
 
-        finished, interrupted = _wait_for(one_done_one_checkpointed, 900, proc,
-                                          "a finished trial and a checkpointed running one", log)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        _kill_ray(ray_tmp)
-        assert not _ray_pids(ray_tmp)
+        finished, interrupted = command.wait_for(one_done_one_checkpointed,
+                                                 "a finished trial and a checkpointed running one")
+        command.kill()
 
         before = {
             "ids": set(_statuses(exp)),
@@ -118,12 +63,7 @@ def test_killed_search_resumes_without_redoing_finished_work(tune_dataset, tmp_p
         }
         assert before["interrupted_checkpointed"]
 
-        resumed = subprocess.run([*cli, "--resume", str(exp)], cwd=REPO, env=env, capture_output=True, text=True,
-                                 timeout=900, start_new_session=True)
-        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    finally:
-        _kill_ray(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        resumed = command.resume(exp)
 
     statuses = _statuses(exp)
     assert set(statuses) == before["ids"] and len(statuses) == 2
