@@ -2,7 +2,6 @@
 pieces the Tune and comparison resume tests share."""
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -96,7 +95,4 @@ class KilledCommand:
         return done
 
 
-@contextlib.contextmanager
-def killed_command(subcommand: str, log: Path):
-    with KilledCommand(subcommand, log) as command:
-        yield command
+killed_command = KilledCommand

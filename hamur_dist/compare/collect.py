@@ -15,6 +15,16 @@ from hamur_dist.compare.config import RUNS_DIR, Comparison
 from hamur_dist.compare.stats import CellResult
 
 
+def cell_name(model: str, seed: int) -> str:
+    """A cell as Tune's parameter value (and, with / as -, its trial folder): ``star/seed0``."""
+    return f"{model}/seed{seed}"
+
+
+def parse_cell(name: str) -> tuple[str, int]:
+    model, seed = name.rsplit("/seed", 1)
+    return model, int(seed)
+
+
 def cell_dir(experiment_dir: Path, model: str, seed: int) -> Path:
     return Path(experiment_dir) / RUNS_DIR / model / f"seed{seed}"
 

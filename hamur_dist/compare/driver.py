@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamur_dist.compare.collect import cell_dir, collect, is_finished
+from hamur_dist.compare.collect import cell_dir, cell_name, collect, is_finished, parse_cell
 from hamur_dist.compare.config import SAVED_FILE, Comparison, load_saved_comparison, save_comparison
 from hamur_dist.config_loader import ConfigError
 from hamur_dist.console import LOG_FILE
@@ -34,10 +34,10 @@ def run_cell(params: dict, *, cells: dict, experiment_dir: str) -> None:
     from hamur_dist.train.trainer import train
     from hamur_dist.tune.cleanup import PlacementGroupRecorder
 
-    model, seed = params["cell"].rsplit("/seed", 1)
-    data = {**cells[model], "train": {**cells[model]["train"], "seed": int(seed)}}
+    model, seed = parse_cell(params["cell"])
+    data = {**cells[model], "train": {**cells[model]["train"], "seed": seed}}
     cfg = from_dict(data)
-    run_dir = cell_dir(Path(experiment_dir), model, int(seed))
+    run_dir = cell_dir(Path(experiment_dir), model, seed)
     cfg.run.name, cfg.run.storage_path = run_dir.name, str(run_dir.parent)
     cfg.run.resume = (run_dir / "config.yaml").is_file()
     if cfg.run.resume:
@@ -85,9 +85,8 @@ def _run_pending(comparison: Comparison, experiment_dir: Path, pending: list[str
     errors = {}
     for result in grid:
         if result.error is not None:
-            model, seed = result.config["cell"].rsplit("/seed", 1)
             lines = str(result.error).strip().splitlines()
-            errors[(model, int(seed))] = (lines[-1] if lines else type(result.error).__name__)[:160]
+            errors[parse_cell(result.config["cell"])] = (lines[-1] if lines else type(result.error).__name__)[:160]
     return errors
 
 
@@ -117,7 +116,7 @@ def _execute(comparison: Comparison, experiment_dir: Path, log) -> ComparisonRes
 
     root, manifest = ensure_dataset(comparison.base, log)
     seeds = comparison.settings.seeds
-    pending = [f"{m}/seed{s}" for m in comparison.cells for s in seeds
+    pending = [cell_name(m, s) for m in comparison.cells for s in seeds
                if not is_finished(cell_dir(experiment_dir, m, s))]
     total = len(comparison.cells) * len(seeds)
     log(f"[hamur compare] {len(comparison.cells)} models x {len(seeds)} seeds: {total - len(pending)} cells "

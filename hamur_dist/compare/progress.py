@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray import tune
 
-from hamur_dist.compare.collect import cell_dir, read_cell
+from hamur_dist.compare.collect import cell_dir, parse_cell, read_cell
 from hamur_dist.compare.stats import OVERALL
 from hamur_dist.tune.cleanup import EndedTrialCleanup
 
@@ -15,8 +15,7 @@ PREFIX = "[hamur compare]"
 
 
 def cell_of(trial) -> tuple[str, int]:
-    model, seed = trial.config["cell"].rsplit("/seed", 1)
-    return model, int(seed)
+    return parse_cell(trial.config["cell"])
 
 
 class CellCleanup(EndedTrialCleanup):

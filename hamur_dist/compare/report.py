@@ -5,11 +5,12 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import platform
 from pathlib import Path
 
 from hamur_dist.compare.config import RUNS_DIR
-from hamur_dist.compare.stats import METRICS, OVERALL, CellResult, lead, mean_of, scopes, summarize, summarize_val
+from hamur_dist.compare.stats import METRICS, OVERALL, CellResult, lead, mean_of, Summary, scopes, summarize, summarize_val
 from hamur_dist.fileio import atomic_write_text
 
 FILES = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
@@ -52,9 +53,7 @@ def build_summary(cells: list[CellResult], name: str, alpha: float, context: dic
 
 
 def _text(entry: dict) -> str:
-    if entry["mean"] is None:
-        return "–"
-    return f"{entry['mean']:.4f} ± {entry['std']:.4f}" if entry["n"] > 1 else f"{entry['mean']:.4f} (1 seed)"
+    return Summary(**entry).text()
 
 
 def markdown(summary: dict) -> str:
@@ -157,6 +156,4 @@ def write_report(cells: list[CellResult], experiment_dir: Path, name: str, alpha
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
