@@ -35,10 +35,6 @@ class HamurBackbone(CTRModel):
         self.hamur = (HamurAdapters(cfg, self.input_dim, self.hidden_widths, self.num_domains)
                       if cfg.enabled else None)
 
-    @property
-    def needs_batch_statistics(self) -> bool:
-        return self.hamur is not None and self.reference
-
     def _instance_matrix(self, x: torch.Tensor) -> torch.Tensor | None:
         return self.hamur.instance_matrix(x) if self.hamur is not None else None
 

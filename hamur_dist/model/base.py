@@ -83,8 +83,9 @@ class CTRModel(nn.Module):
 
     @property
     def needs_batch_statistics(self) -> bool:
-        """True when outputs are normalised with whole-batch statistics (reference-mode adapters)."""
-        return False
+        """True when outputs are normalised with whole-batch statistics (reference-mode adapter norm)."""
+        hamur = getattr(self, "hamur", None)
+        return hamur is not None and hamur.needs_batch_statistics
 
     # --- shared ------------------------------------------------------------------------------
     @staticmethod
@@ -97,9 +98,9 @@ class CTRModel(nn.Module):
         if batch == 0:
             return dense.new_zeros(0)
         if batch < 2 and self.needs_batch_statistics:
-            raise ValueError("model.hamur.mode=reference normalises adapter outputs with whole-batch "
-                             "statistics, which a batch of one row does not have (the reference code "
-                             "returns NaN); batch at least 2 rows or use model.hamur.mode=paper")
+            raise ValueError("model.hamur.mode=reference (adapter_norm whole_batch) normalises adapter outputs "
+                             "with whole-batch statistics, which a batch of one row does not have (the "
+                             "reference code returns NaN); batch at least 2 rows or use model.hamur.mode=paper")
         if self.route_every_domain:
             if self.training:
                 raise RuntimeError("route_every_domain is for evaluation and export (in training, BatchNorm "

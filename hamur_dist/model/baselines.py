@@ -1,7 +1,7 @@
 """Multi-domain baselines, with domains as tasks: one model per domain, STAR, MMoE and PLE.
 
 Each row is routed through its own domain's parameters only (rows sorted by domain, one slice per
-domain present); ``model.hamur.mode`` does not apply to them and adapters do not plug into them.
+domain present); ``model.hamur.mode`` does not apply to them. HAMUR adapters plug into STAR only.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hamur_dist.model.backbones import MLPTowers
 from hamur_dist.model.base import CTRModel
 from hamur_dist.model.embedding import PAD, pooled_feature
 from hamur_dist.model.config import ModelConfig
+from hamur_dist.model.hamur import HamurAdapters
 from hamur_dist.model.layers import GroupBatchNorm, HiddenStack
 
 
@@ -85,7 +86,8 @@ class PartitionedNorm(nn.Module):
 
 class Star(_Routed):
     """STAR (Sheng et al., CIKM 2021): star-topology FCN (hidden_dims) with partitioned norm,
-    plus an auxiliary network (tower_dims) on the domain embedding and the instance vector."""
+    plus an auxiliary network (tower_dims) on the domain embedding and the instance vector.
+    With ``model.hamur.enabled`` HAMUR adapters follow the chosen hidden layers of the star FCN."""
 
     def __init__(self, cfg: ModelConfig, schema: FeatureSchema, embedding: nn.Module | None = None):
         super().__init__(cfg, schema, embedding)
@@ -98,16 +100,23 @@ class Star(_Routed):
         nn.init.normal_(self.domain_embedding.weight, std=cfg.embed_init_std)
         self.aux = HiddenStack(cfg.embed_dim + self.input_dim, cfg.tower_dims, cfg.dropout)
         self.aux_head = nn.Linear(self.aux.out_dim, 1)
+        self.hidden_widths = list(cfg.hidden_dims)
+        self.hamur = (HamurAdapters(cfg.hamur, self.input_dim, self.hidden_widths, self.num_domains)
+                      if cfg.hamur.enabled else None)
 
-    def _star(self, d: int, x: torch.Tensor) -> torch.Tensor:
-        for layer, norm in zip(self.layers, self.norms):
+    def _star(self, d: int, x: torch.Tensor, inst: torch.Tensor | None = None) -> torch.Tensor:
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
             x = self.dropout(F.relu(norm(layer(x, d), d)))
+            if self.hamur is not None:
+                x = self.hamur.adapt(i, x, inst, d)
         return self.out(x, d).squeeze(1)
 
     def body(self, sparse_emb, dense, layout):
         x = self.instance_vector(sparse_emb, dense)
         aux_in = torch.cat([self.domain_embedding(layout.domain), x], dim=1)
-        return layout.per_domain(self._star, x) + self.aux_head(self.aux(aux_in)).squeeze(1)
+        inst = self.hamur.instance_matrix(x) if self.hamur is not None else None
+        star = layout.per_domain(self._star, x, inst) if inst is not None else layout.per_domain(self._star, x)
+        return star + self.aux_head(self.aux(aux_in)).squeeze(1)
 
 
 def _towers(cfg: ModelConfig, in_dim: int, count: int) -> tuple[nn.ModuleList, nn.ModuleList]:

@@ -22,11 +22,41 @@ class HamurConfig:
     hyper_hidden: list[int] = field(default_factory=lambda: [64])
     bottleneck: int = 32                                  # s
     insert_after: list[int] = field(default_factory=lambda: [-1])   # hidden-layer indices (0-based, -1 = last)
+    # What the hyper-network reads: the instance vector (the method) or each adapter's own input.
+    hyper_input: Literal["embeddings", "hidden"] = "embeddings"
+    # The choices below default (null) to the mode's: paper | reference.
+    hyper_output: Literal["linear", "relu", "tanh", "sigmoid", "batchnorm_relu"] | None = None   # linear | batchnorm_relu
+    cells: Literal["per_domain", "shared"] | None = None                     # per_domain | shared
+    adapter_norm: Literal["batch", "whole_batch", "layer", "none"] | None = None   # batch | whole_batch
+    factor_init: Literal["normal", "ones"] | None = None                     # normal | ones
+    norm_gain: float = 1.0            # initial scale of the adapter norm (near 0: cells start as identity)
+    adapter_dropout: float = 0.0      # on the bottleneck, between the down- and up-projection
+    # The hyper-network's and adapter cells' learning rate and weight decay: train.lr and
+    # train.weight_decay times these (their own optimiser parameter group when not 1).
+    lr_scale: float = 1.0
+    weight_decay_scale: float = 1.0
     # Benchmarks and tests only: build the B x m x s per-instance weights like the reference code
     # instead of the factored ((h U) I) V product. Same numbers, ~30x the work and memory.
     naive_materialise: bool = False
 
+    def resolved(self) -> dict[str, str]:
+        """The mode-dependent choices, with the mode's default wherever one is left null."""
+        ref = self.mode == "reference"
+        defaults = {"hyper_output": "batchnorm_relu" if ref else "linear", "cells": "shared" if ref else "per_domain",
+                    "adapter_norm": "whole_batch" if ref else "batch", "factor_init": "ones" if ref else "normal"}
+        return {k: getattr(self, k) or v for k, v in defaults.items()}
+
     def validate(self) -> None:
+        if not 0.0 <= self.adapter_dropout < 1.0:
+            raise ConfigError(f"model.hamur.adapter_dropout must be in [0, 1), got {self.adapter_dropout}")
+        if self.lr_scale <= 0 or self.weight_decay_scale < 0:
+            raise ConfigError(f"model.hamur.lr_scale must be > 0 and weight_decay_scale >= 0, got "
+                              f"{self.lr_scale} and {self.weight_decay_scale}")
+        if self.norm_gain < 0:
+            raise ConfigError(f"model.hamur.norm_gain must be >= 0, got {self.norm_gain}")
+        if self.resolved()["adapter_norm"] == "whole_batch" and self.mode != "reference":
+            raise ConfigError("model.hamur.adapter_norm: whole_batch needs mode reference (paper mode routes each "
+                              "domain's rows through its own cells, and a domain's slice can hold one row)")
         if self.rank < 1 or self.bottleneck < 1:
             raise ConfigError("model.hamur.rank and model.hamur.bottleneck must be >= 1")
         if any(d < 1 for d in self.hyper_hidden):
@@ -77,9 +107,12 @@ class ModelConfig:
             raise ConfigError("model.cross_layers must be >= 0")
         if self.num_experts < 1 or self.specific_experts < 0 or self.ple_levels < 1:
             raise ConfigError("model.num_experts and model.ple_levels must be >= 1, model.specific_experts >= 0")
-        if self.hamur.enabled and self.name in BASELINES:
-            raise ConfigError(f"model.hamur.enabled: adapters plug into the backbones {list(BACKBONES)}, "
-                              f"not into the baseline '{self.name}'")
+        if self.hamur.enabled and self.name in BASELINES and self.name != "star":
+            raise ConfigError(f"model.hamur.enabled: adapters plug into the backbones {list(BACKBONES)} and "
+                              f"STAR, not into the baseline '{self.name}'")
+        if self.hamur.enabled and self.name == "star" and self.hamur.mode != "paper":
+            raise ConfigError("model.hamur.mode: adapters on STAR need mode paper (STAR routes each row "
+                              "through its own domain; the reference code has no STAR)")
         if self.hamur.enabled:
             n = self.hidden_layer_count()
             missing = [i for i in self.hamur.insert_after if not -n <= i < n]

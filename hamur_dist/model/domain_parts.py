@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from hamur_dist.model.backbones import DCN, HamurBackbone, MLPTowers, SharedBottom, WideDeep
+from hamur_dist.model.backbones import DCN, MLPTowers, SharedBottom, WideDeep
 from hamur_dist.model.baselines import MMoE, PLE, PerDomain, Star
 
 
@@ -66,9 +66,9 @@ class DomainParts:
         return "; ".join(parts) or "none"
 
 
-def _hamur_lists(model: HamurBackbone) -> list[str]:
+def _hamur_lists(model: nn.Module) -> list[str]:
     hamur = getattr(model, "hamur", None)
-    if hamur is None or hamur.reference:       # reference mode: one cell per slot, shared by all domains
+    if hamur is None or not hamur.per_domain_cells:     # shared cells: one per slot for all domains
         return []
     return [f"hamur.cells.{slot}" for slot in hamur.cells]
 
@@ -95,7 +95,7 @@ def _class_parts(model: nn.Module) -> tuple[list[str], list[str], dict[str, int]
         return ([] if model.reference else ["heads"]) + _hamur_lists(model), [], {}
     if isinstance(model, Star):
         lists, tensors = _star_parts(model)
-        return lists, tensors, {}
+        return lists + _hamur_lists(model), tensors, {}
     if isinstance(model, MMoE):              # experts are shared, however many there are
         return ["gates", "towers", "heads"], [], {}
     if isinstance(model, PLE):               # shared experts and shared_gate are shared

@@ -30,14 +30,20 @@ def materialised_projection(h: torch.Tensor, u: torch.Tensor, inst: torch.Tensor
     return torch.einsum("bm,bmn->bn", h, weights)
 
 
+def _output_layers(kind: str, width: int) -> list[nn.Module]:
+    """What follows the hyper-network's last Linear (``model.hamur.hyper_output``)."""
+    return {"linear": [], "relu": [nn.ReLU()], "tanh": [nn.Tanh()], "sigmoid": [nn.Sigmoid()],
+            "batchnorm_relu": [GroupBatchNorm(width), nn.ReLU()]}[kind]
+
+
 class HyperNetwork(nn.Module):
     """Instance vector e (B, in) -> I(x) (B, K, K), shared by all domains.
 
-    Hidden layers are Linear -> BatchNorm -> ReLU. reference mode ends with BatchNorm and ReLU too
-    (so I >= 0, as the reference code); paper mode ends with a plain Linear.
+    Hidden layers are Linear -> BatchNorm -> ReLU, then a Linear to K*K and ``output`` (the
+    reference code: BatchNorm and ReLU, so I >= 0; the paper: nothing).
     """
 
-    def __init__(self, in_dim: int, hidden: list[int], rank: int, reference: bool):
+    def __init__(self, in_dim: int, hidden: list[int], rank: int, output: str):
         super().__init__()
         self.rank = rank
         layers: list[nn.Module] = []
@@ -46,22 +52,28 @@ class HyperNetwork(nn.Module):
             layers += [nn.Linear(width, out), GroupBatchNorm(out), nn.ReLU()]
             width = out
         layers.append(nn.Linear(width, rank * rank))
-        if reference:
-            layers += [GroupBatchNorm(rank * rank), nn.ReLU()]
+        layers += _output_layers(output, rank * rank)
         self.net = nn.Sequential(*layers)
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return self.net(e).view(-1, self.rank, self.rank)
 
 
-class AdapterCell(nn.Module):
-    """t = sigmoid(h U1 I V1 + b1); t = t U2 I V2 + b2; out = h + Norm(t).
+def _norm(kind: str, width: int) -> nn.Module:
+    return {"batch": lambda: GroupBatchNorm(width), "whole_batch": lambda: BatchOnlyNorm(width),
+            "layer": lambda: nn.LayerNorm(width), "none": nn.Identity}[kind]()
 
-    paper: random factors, BatchNorm with running statistics (one cell per domain).
-    reference: factors initialised to ones, whole-batch norm without running statistics.
+
+class AdapterCell(nn.Module):
+    """t = sigmoid(h U1 I V1 + b1); t = dropout(t) U2 I V2 + b2; out = h + Norm(t).
+
+    Factors ``init``: "normal" keeps each product near unit scale, "ones" is the reference code's.
+    ``norm``: "batch" (running statistics), "whole_batch" (the reference code's, batch-dependent),
+    "layer" or "none"; ``norm_gain`` is the norm's initial scale (near 0: the cell starts as identity).
     """
 
-    def __init__(self, width: int, bottleneck: int, rank: int, reference: bool, materialise: bool = False):
+    def __init__(self, width: int, bottleneck: int, rank: int, *, norm: str = "batch", init: str = "normal",
+                 norm_gain: float = 1.0, dropout: float = 0.0, materialise: bool = False):
         super().__init__()
         m, s, k = width, bottleneck, rank
         self.u1 = nn.Parameter(torch.empty(m, k))
@@ -70,29 +82,38 @@ class AdapterCell(nn.Module):
         self.u2 = nn.Parameter(torch.empty(s, k))
         self.v2 = nn.Parameter(torch.empty(k, m))
         self.b2 = nn.Parameter(torch.zeros(m))
-        self.norm: nn.Module = BatchOnlyNorm(m) if reference else GroupBatchNorm(m)
+        self.norm = _norm(norm, m)
+        self.norm_gain = norm_gain
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.project = materialised_projection if materialise else factored_projection
-        if reference:
+        if init == "ones":
             for p in (self.u1, self.v1, self.u2, self.v2):
                 nn.init.ones_(p)
         else:
-            # Keep each product near unit scale: U ~ N(0, 1/fan_in); V absorbs the K-wide sum over I.
+            # U ~ N(0, 1/fan_in); V absorbs the K-wide sum over I.
             nn.init.normal_(self.u1, std=1.0 / math.sqrt(m))
             nn.init.normal_(self.u2, std=1.0 / math.sqrt(s))
             nn.init.normal_(self.v1, std=1.0 / k)
             nn.init.normal_(self.v2, std=1.0 / k)
+        gain = getattr(self.norm, "weight", None)
+        if isinstance(gain, nn.Parameter):
+            nn.init.constant_(gain, norm_gain)
+        elif norm_gain != 1.0:          # no norm: scale the up-projection instead
+            with torch.no_grad():
+                self.v2.mul_(norm_gain)
 
     def forward(self, h: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
         t = torch.sigmoid(self.project(h, self.u1, inst, self.v1) + self.b1)
-        t = self.project(t, self.u2, inst, self.v2) + self.b2
+        t = self.project(self.dropout(t), self.u2, inst, self.v2) + self.b2
         return h + self.norm(t)
 
 
 class HamurAdapters(nn.Module):
     """The hyper-network plus one adapter slot per chosen hidden layer of a backbone.
 
-    paper mode keeps ``num_domains`` cells per slot and sends each row through its own domain's
-    cell; reference mode keeps one cell per slot, shared by all domains.
+    Per-domain cells (paper) send each row through its own domain's cell of a slot; shared cells
+    (reference) are one per slot. The hyper-network reads the instance vector (one network) or,
+    with ``hyper_input: hidden``, the adapter's own input (one network per slot).
     """
 
     def __init__(self, cfg: HamurConfig, in_dim: int, hidden_widths: list[int], num_domains: int):
@@ -108,29 +129,43 @@ class HamurAdapters(nn.Module):
         if len(set(slots)) != len(slots):
             raise ConfigError(f"model.hamur.insert_after names a layer twice: {cfg.insert_after}")
         self.slots = sorted(slots)
-        self.hyper = HyperNetwork(in_dim, cfg.hyper_hidden, cfg.rank, self.reference)
-        copies = 1 if self.reference else num_domains
+        choice = cfg.resolved()
+        self.per_domain_cells = choice["cells"] == "per_domain"
+        self.reads_hidden = cfg.hyper_input == "hidden"
+        self.needs_batch_statistics = choice["adapter_norm"] == "whole_batch"
+
+        def hyper(width: int) -> HyperNetwork:
+            return HyperNetwork(width, cfg.hyper_hidden, cfg.rank, choice["hyper_output"])
+        self.hyper = (nn.ModuleDict({str(i): hyper(hidden_widths[i]) for i in self.slots}) if self.reads_hidden
+                      else hyper(in_dim))
+        copies = num_domains if self.per_domain_cells else 1
         self.cells = nn.ModuleDict({
-            str(i): nn.ModuleList(AdapterCell(hidden_widths[i], cfg.bottleneck, cfg.rank, self.reference,
-                                              cfg.naive_materialise) for _ in range(copies))
+            str(i): nn.ModuleList(
+                AdapterCell(hidden_widths[i], cfg.bottleneck, cfg.rank, norm=choice["adapter_norm"],
+                            init=choice["factor_init"], norm_gain=cfg.norm_gain, dropout=cfg.adapter_dropout,
+                            materialise=cfg.naive_materialise) for _ in range(copies))
             for i in self.slots})
 
-    def instance_matrix(self, e: torch.Tensor) -> torch.Tensor:
-        return self.hyper(e)
+    def instance_matrix(self, e: torch.Tensor) -> torch.Tensor | None:
+        """I(x) from the instance vector; None when each slot's hyper-network reads its hidden layer."""
+        return None if self.reads_hidden else self.hyper(e)
 
-    def adapt(self, layer: int, h: torch.Tensor, inst: torch.Tensor, domain: int) -> torch.Tensor:
+    def _matrix(self, layer: int, h: torch.Tensor, inst: torch.Tensor | None) -> torch.Tensor:
+        return self.hyper[str(layer)](h) if self.reads_hidden else inst
+
+    def adapt(self, layer: int, h: torch.Tensor, inst: torch.Tensor | None, domain: int) -> torch.Tensor:
         """Inside domain ``domain``'s own tower (rows h, matrices inst of that tower's input)."""
-        cells = self.cells[str(layer)] if str(layer) in self.cells else None
-        if cells is None:
+        if str(layer) not in self.cells:
             return h
-        return cells[0 if self.reference else domain](h, inst)
+        cells = self.cells[str(layer)]
+        return cells[domain if self.per_domain_cells else 0](h, self._matrix(layer, h, inst))
 
-    def adapt_shared_layer(self, layer: int, h: torch.Tensor, inst: torch.Tensor,
+    def adapt_shared_layer(self, layer: int, h: torch.Tensor, inst: torch.Tensor | None,
                            layout: DomainLayout) -> torch.Tensor:
         """After a hidden layer shared by all domains (rows in ``layout``'s sorted order)."""
-        cells = self.cells[str(layer)] if str(layer) in self.cells else None
-        if cells is None:
+        if str(layer) not in self.cells:
             return h
-        if self.reference:
+        cells, inst = self.cells[str(layer)], self._matrix(layer, h, inst)
+        if not self.per_domain_cells:
             return cells[0](h, inst)
         return layout.per_domain(lambda d, hd, id_: cells[d](hd, id_), h, inst)

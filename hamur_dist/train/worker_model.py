@@ -24,15 +24,30 @@ from hamur_dist.fileio import atomic_torch_save
 from hamur_dist.train.checkpoint import STATE
 
 
-def make_optimizer(params, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    t = cfg.train
+ADAPTER_PREFIX = "hamur."     # the hyper-network and adapter cells of a model with HAMUR
+
+
+def adapters_scaled(cfg: ExperimentConfig) -> bool:
+    h = cfg.model.hamur
+    return h.enabled and (h.lr_scale != 1.0 or h.weight_decay_scale != 1.0)
+
+
+def make_optimizer(named_params: list, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    """One parameter group, or two when the HAMUR parameters train at scaled lr / weight decay
+    (``named_params`` then lists the others first; each group's ``lr_scale`` is kept for the schedule)."""
+    t, h = cfg.train, cfg.model.hamur
+    groups = [{"params": [p for n, p in named_params if not (adapters_scaled(cfg) and n.startswith(ADAPTER_PREFIX))]}]
+    if adapters_scaled(cfg):
+        adapters = [p for n, p in named_params if n.startswith(ADAPTER_PREFIX)]
+        groups.append({"params": adapters, "lr": t.lr * h.lr_scale, "lr_scale": h.lr_scale,
+                       "weight_decay": t.weight_decay * h.weight_decay_scale})
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay, momentum=0.9)
+        return torch.optim.Adagrad(groups, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(groups, lr=t.lr, weight_decay=t.weight_decay, momentum=0.9)
 
 
 class WorkerModel:
@@ -59,7 +74,7 @@ class WorkerModel:
                                                    find_unused_parameters=not self._every_parameter_used())
         else:
             self.wrapped = self.model
-        self.optimizer = make_optimizer([p for _, p in self.optimizer_named_parameters()], cfg)
+        self.optimizer = make_optimizer(self.optimizer_named_parameters(), cfg)
         if init is not None:
             from hamur_dist.train.warm_start import load_optimizer_state
             load_optimizer_state(self, init, self.init_report)
@@ -133,10 +148,13 @@ class WorkerModel:
         return torch.device("cpu")
 
     def optimizer_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
-        """The dense optimiser's parameters by name, in its order (only the trainable ones when frozen)."""
-        if self.frozen is not None:
-            return self.frozen.named_trainable_parameters()
-        return list(self.model.named_parameters())
+        """The dense optimiser's parameters by name, in its order (only the trainable ones when frozen;
+        the HAMUR parameters last when they have a parameter group of their own)."""
+        named = (self.frozen.named_trainable_parameters() if self.frozen is not None
+                 else list(self.model.named_parameters()))
+        if adapters_scaled(self.cfg):
+            named.sort(key=lambda item: item[0].startswith(ADAPTER_PREFIX))    # stable: model order within each
+        return named
 
     # --- steps -------------------------------------------------------------------------------
     def train(self):
@@ -180,7 +198,7 @@ class WorkerModel:
         Derived from the epoch alone, so a resumed run continues on the same schedule."""
         factor = self.cfg.train.lr_decay ** epoch
         for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.train.lr * factor
+            group["lr"] = self.cfg.train.lr * factor * group.get("lr_scale", 1.0)
         if self.sparse_optimizer is not None:
             base = self.cfg.embedding.sparse_lr if self.cfg.embedding.sparse_lr is not None else self.cfg.train.lr
             self.sparse_optimizer.hparams["lr"] = base * factor

@@ -41,6 +41,8 @@ FAMILIES = {
     "dcn": dict(name="dcn"),
     "dcn_v2+hamur": dict(name="dcn_v2", hamur=paper()),
     "star": dict(name="star"),
+    "star+hamur, variants": dict(name="star", hamur=paper(hyper_input="hidden", adapter_norm="layer",
+                                                          adapter_dropout=0.1, cells="shared")),
     "mmoe": dict(name="mmoe"),
     "ple": dict(name="ple"),
     "per_domain": dict(name="per_domain"),

@@ -28,12 +28,18 @@ def test_factored_projection_equals_materialised(batch, m, k, n):
         assert rel < 1e-10, rel
 
 
+def _cell(m, s, k, reference: bool, **kw) -> AdapterCell:
+    """The cell each mode builds by default."""
+    return AdapterCell(m, s, k, norm="whole_batch" if reference else "batch",
+                       init="ones" if reference else "normal", **kw)
+
+
 @pytest.mark.parametrize("reference", [False, True])
 def test_adapter_cell_factored_equals_materialised_cell(reference):
     torch.manual_seed(0)
     m, s, k, batch = 24, 7, 11, 9
-    fact = AdapterCell(m, s, k, reference=reference).double()
-    naive = AdapterCell(m, s, k, reference=reference, materialise=True).double()
+    fact = _cell(m, s, k, reference).double()
+    naive = _cell(m, s, k, reference, materialise=True).double()
     naive.load_state_dict(fact.state_dict())
     with torch.no_grad():   # random factors (reference ones would make the check weak)
         for p in fact.parameters():
@@ -47,8 +53,8 @@ def test_adapter_cell_factored_equals_materialised_cell(reference):
 
 
 def test_modes_build_the_documented_cells():
-    paper = AdapterCell(16, 4, 3, reference=False)
-    ref = AdapterCell(16, 4, 3, reference=True)
+    paper = HamurAdapters(HamurConfig(enabled=True), 8, [16], 2).cells["0"][0]
+    ref = HamurAdapters(HamurConfig(enabled=True, mode="reference"), 8, [16], 2).cells["0"][0]
     assert all(torch.equal(p, torch.ones_like(p)) for p in (ref.u1, ref.v1, ref.u2, ref.v2))
     assert isinstance(ref.norm, BatchOnlyNorm) and isinstance(paper.norm, GroupBatchNorm)
     assert paper.norm.track_running_stats
@@ -57,7 +63,8 @@ def test_modes_build_the_documented_cells():
 
 def test_reference_hypernetwork_ends_in_batchnorm_relu():
     torch.manual_seed(0)
-    ref, paper = HyperNetwork(10, [8], 4, reference=True), HyperNetwork(10, [8], 4, reference=False)
+    ref = HamurAdapters(HamurConfig(enabled=True, mode="reference", hyper_hidden=[8], rank=4), 10, [6], 2).hyper
+    paper = HamurAdapters(HamurConfig(enabled=True, hyper_hidden=[8], rank=4), 10, [6], 2).hyper
     x = torch.randn(32, 10)
     assert ref(x).shape == (32, 4, 4) and (ref(x) >= 0).all()
     assert (paper(x) < 0).any()

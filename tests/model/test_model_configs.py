@@ -58,6 +58,6 @@ def test_a_wrong_model_key_names_the_file_and_key(tmp_path):
     bad.write_text("model:\n  name: mlp\n  hamur:\n    rnak: 3\n")
     with pytest.raises(ValueError, match=r"bad.yaml.*model.hamur.rnak"):
         load_experiment(bad)
-    bad.write_text("model:\n  name: star\n  hamur:\n    enabled: true\n")
+    bad.write_text("model:\n  name: mmoe\n  hamur:\n    enabled: true\n")
     with pytest.raises(ValueError, match="model.hamur.enabled"):
         load_experiment(bad)
