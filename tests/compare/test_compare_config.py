@@ -32,14 +32,24 @@ def test_shipped_comparisons_load(name):
     assert len({c["data"]["path"] for c in comparison.cells.values()}) == 1
 
 
-def test_the_ablation_changes_one_thing_per_model():
-    comparison = load_comparison(REPO / "configs" / "compare" / "hamur_ablation_ml100k.yaml")
+@pytest.mark.parametrize("name", ["hamur_ablation_ml100k", "hamur_variants_ml100k"])
+def test_the_ablation_changes_one_thing_per_model(name):
+    comparison = load_comparison(REPO / "configs" / "compare" / f"{name}.yaml")
     base = comparison.cells["hamur"]
     assert base == load_comparison(REPO / "configs" / "compare" / "movielens100k.yaml").cells["hamur-mlp-paper"]
-    for name, cell in comparison.cells.items():
-        changed = [k for k in base["model"]["hamur"] if cell["model"]["hamur"][k] != base["model"]["hamur"][k]]
-        assert len(changed) == (0 if name == "hamur" else 1), (name, changed)
+    on_star = {n: c for n, c in comparison.cells.items() if c["model"]["name"] == "star"}
+    for cell_name, cell in comparison.cells.items():
         assert {k: v for k, v in cell.items() if k != "model"} == {k: v for k, v in base.items() if k != "model"}
+        if cell_name in on_star:
+            continue
+        assert {k: v for k, v in cell["model"].items() if k != "hamur"} == \
+            {k: v for k, v in base["model"].items() if k != "hamur"}
+        changed = [k for k in base["model"]["hamur"] if cell["model"]["hamur"][k] != base["model"]["hamur"][k]]
+        assert len(changed) == (0 if cell_name == "hamur" else 1), (cell_name, changed)
+    if on_star:     # HAMUR on STAR: STAR's own settings plus the base's adapters, nothing else
+        star, star_hamur = on_star["star"]["model"], on_star["star-hamur"]["model"]
+        assert star_hamur["hamur"] == base["model"]["hamur"] and not star["hamur"]["enabled"]
+        assert {k: v for k, v in star_hamur.items() if k != "hamur"} == {k: v for k, v in star.items() if k != "hamur"}
 
 
 def test_cells_merge_base_files_and_sets_in_order(tmp_path):
