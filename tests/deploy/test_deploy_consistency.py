@@ -18,6 +18,8 @@ OVERLAYS = sorted(kustomization_dirs())
 STORAGE_OVERRIDES = ("run.storage_path", "data.path")
 # path options of the subcommands (prepare, predict, ...): read or written by the pods
 PATH_OPTIONS = ("model", "data", "source", "out", "resume")
+# the scripts whose pods train: GPU workers in the gpu overlay, results under run.storage_path
+TRAINING_SCRIPTS = ("jobs/train.py", "jobs/tune.py", "jobs/compare.py")
 
 
 def dockerfile_arg(name: str) -> str:
@@ -191,7 +193,7 @@ def test_gpu_only_where_asked(rendered_jobs):
         script, _, overrides = entrypoint(job)
         workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
         gpus = [w["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu") for w in workers]
-        trains = script in ("jobs/train.py", "jobs/tune.py")
+        trains = script in TRAINING_SCRIPTS
         if name == "gpu" and trains:
             assert all(g and int(g) >= 1 for g in gpus), f"{name}/{job['metadata']['name']}: workers without a GPU"
             assert "train.use_gpu=true" in overrides, f"{name}/{job['metadata']['name']}"
@@ -223,7 +225,7 @@ def test_entrypoints_name_jobs_scripts_of_cli_subcommands(rendered_jobs):
         assert job["metadata"]["name"] == f"hamur-{script[len('jobs/'):-len('.py')]}" \
             == f"hamur-{job['metadata']['labels']['app.kubernetes.io/component']}", where
         args = parsed_args(job, where)
-        if hasattr(args, "config"):       # train / tune: an experiment or search config
+        if hasattr(args, "config"):       # train / tune / compare: an experiment, search or comparison config
             assert config and config.startswith("configs/") and config.endswith(".yaml"), f"{where}: --config {config}"
         else:                             # prepare / predict: paths; the output must be on the shared volume
             assert (args.out or "").startswith("/mnt/hamur/"), f"{where}: --out {args.out!r} not on the shared volume"
@@ -254,7 +256,7 @@ def test_results_and_data_live_on_shared_storage(rendered, rendered_jobs):
         where = f"{name}/{job['metadata']['name']}"
         script, _, overrides = entrypoint(job)
         values = dict(o.split("=", 1) for o in overrides)
-        if script in ("jobs/train.py", "jobs/tune.py"):
+        if script in TRAINING_SCRIPTS:
             assert "run.storage_path" in values, f"{where}: set run.storage_path to the shared volume or a URI"
         mounts = [shared_mounts(g["template"]["spec"], pvc_names(rendered[name])) for _, g in groups(job)]
         args = vars(parsed_args(job, where))
@@ -281,11 +283,37 @@ def test_entrypoint_arguments_parse_with_the_hamur_cli(rendered_jobs):
 
 
 def test_entrypoint_overrides_are_experiment_config_keys(rendered_jobs):
-    """Experiment configs (not configs/tune/) with the overrides load: every key exists and types fit."""
+    """Experiment configs (not configs/tune/) with the overrides load: every key exists and types fit.
+    A comparison (configs/compare/) loads as `hamur compare` loads it: the overrides apply to every
+    cell, and every (model, seed) cell is resolved and validated."""
     to_check = [entrypoint(job)[1:] for _, job in rendered_jobs]
     to_check = [(c, o) for c, o in to_check if c and not c.startswith("configs/tune/")]
     assert to_check, "no RayJob runs an experiment config"
+    assert any(c.startswith("configs/compare/") for c, _ in to_check), "no RayJob runs a comparison"
+    from hamur_dist.compare.config import load_comparison
     from hamur_dist.config import load_experiment
     for config, overrides in to_check:
         assert (REPO / config).is_file(), f"{config} (named by a RayJob) does not exist"
-        load_experiment(REPO / config, overrides)
+        if config.startswith("configs/compare/"):
+            assert load_comparison(REPO / config, overrides).cells, f"{config}: no models"
+        else:
+            load_experiment(REPO / config, overrides)
+
+
+def test_comparisons_write_to_the_shared_volume_and_train_where_the_overlay_says(rendered_jobs):
+    """`hamur compare` puts its experiment folder (every cell's run, the tables, the compare.yaml a
+    --resume reads) under run.storage_path, and refuses a URI there; the gpu overlay's cells, and
+    only they, train on GPUs."""
+    from hamur_dist.compare.config import load_comparison
+    from hamur_dist.compare.driver import experiment_dir_for
+    jobs = [(name, job) for name, job in rendered_jobs if entrypoint(job)[0] == "jobs/compare.py"]
+    assert sorted(name for name, _ in jobs) == OVERLAYS, "every kustomization renders the comparison RayJob"
+    for name, job in jobs:
+        where = f"{name}/{job['metadata']['name']}"
+        _, config, overrides = entrypoint(job)
+        comparison = load_comparison(REPO / config, overrides)
+        folder = experiment_dir_for(comparison, config)     # ConfigError for a URI
+        storage = dict(o.split("=", 1) for o in overrides)["run.storage_path"]
+        assert str(folder.parent) == storage and storage.startswith("/mnt/hamur/"), f"{where}: {folder}"
+        use_gpu = {cell["train"]["use_gpu"] for cell in comparison.cells.values()}
+        assert use_gpu == {name == "gpu"}, f"{where}: train.use_gpu of the cells {use_gpu}"

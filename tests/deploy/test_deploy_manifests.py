@@ -47,7 +47,7 @@ def test_manifest_file_is_valid(path, manifest_validator):
 
 
 # The Ray objects every kustomization renders (add a new one here); each Ray cluster has two policies.
-RAYJOBS = {"hamur-prepare", "hamur-train", "hamur-tune", "hamur-predict"}
+RAYJOBS = {"hamur-prepare", "hamur-train", "hamur-tune", "hamur-compare", "hamur-predict"}
 RAYCLUSTERS = {"hamur-interactive"}
 
 
