@@ -32,11 +32,13 @@ def test_shipped_comparisons_load(name):
     assert len({c["data"]["path"] for c in comparison.cells.values()}) == 1
 
 
-@pytest.mark.parametrize("name", ["hamur_ablation_ml100k", "hamur_variants_ml100k"])
-def test_the_ablation_changes_one_thing_per_model(name):
+@pytest.mark.parametrize("name,settings_of", [("hamur_ablation_ml100k", "movielens100k"),
+                                               ("hamur_variants_ml100k", "movielens100k"),
+                                               ("hamur_variants_ml1m", "movielens1m")])
+def test_the_ablation_changes_one_thing_per_model(name, settings_of):
     comparison = load_comparison(REPO / "configs" / "compare" / f"{name}.yaml")
     base = comparison.cells["hamur"]
-    assert base == load_comparison(REPO / "configs" / "compare" / "movielens100k.yaml").cells["hamur-mlp-paper"]
+    assert base == load_comparison(REPO / "configs" / "compare" / f"{settings_of}.yaml").cells["hamur-mlp-paper"]
     on_star = {n: c for n, c in comparison.cells.items() if c["model"]["name"] == "star"}
     for cell_name, cell in comparison.cells.items():
         assert {k: v for k, v in cell.items() if k != "model"} == {k: v for k, v in base.items() if k != "model"}
