@@ -12,6 +12,7 @@ import pytest
 from tests.deploy.deploy_paths import CRDS, kustomization_dirs
 from tests.deploy.k8s_schemas import ManifestValidator
 from tests.deploy.kustomize_render import render
+from tests.deploy.rendered_objects import jobs_in
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,9 @@ def rendered() -> dict[str, list[dict]]:
     """Kustomization name ('base', 'cpu-small', 'gpu', ...) -> its rendered objects, by the real
     kustomize (kubectl's or a kustomize binary) where the machine has one, else by the fallback."""
     return {name: render(path) for name, path in kustomization_dirs().items()}
+
+
+@pytest.fixture(scope="session")
+def rendered_jobs(rendered) -> list[tuple[str, dict]]:
+    """(kustomization name, RayJob) for every RayJob of every kustomization."""
+    return jobs_in(rendered)

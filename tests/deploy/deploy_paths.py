@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
+DEPLOY_DOC = REPO / "docs" / "deploy.md"
 # The KubeRay CRDs are not copied into the repo: they live in the shared folder next to it.
 CRDS = Path(os.environ.get("HAMUR_SHARED_KUBERAY_CRDS", REPO.parent / "shared" / "kuberay-crds"))
 
