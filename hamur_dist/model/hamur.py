@@ -83,7 +83,6 @@ class AdapterCell(nn.Module):
         self.v2 = nn.Parameter(torch.empty(k, m))
         self.b2 = nn.Parameter(torch.zeros(m))
         self.norm = _norm(norm, m)
-        self.norm_gain = norm_gain
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.project = materialised_projection if materialise else factored_projection
         if init == "ones":

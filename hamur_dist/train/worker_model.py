@@ -36,11 +36,12 @@ def make_optimizer(named_params: list, cfg: ExperimentConfig) -> torch.optim.Opt
     """One parameter group, or two when the HAMUR parameters train at scaled lr / weight decay
     (``named_params`` then lists the others first; each group's ``lr_scale`` is kept for the schedule)."""
     t, h = cfg.train, cfg.model.hamur
-    groups = [{"params": [p for n, p in named_params if not (adapters_scaled(cfg) and n.startswith(ADAPTER_PREFIX))]}]
     if adapters_scaled(cfg):
-        adapters = [p for n, p in named_params if n.startswith(ADAPTER_PREFIX)]
-        groups.append({"params": adapters, "lr": t.lr * h.lr_scale, "lr_scale": h.lr_scale,
-                       "weight_decay": t.weight_decay * h.weight_decay_scale})
+        groups = [{"params": [p for n, p in named_params if not n.startswith(ADAPTER_PREFIX)]},
+                  {"params": [p for n, p in named_params if n.startswith(ADAPTER_PREFIX)], "lr": t.lr * h.lr_scale,
+                   "lr_scale": h.lr_scale, "weight_decay": t.weight_decay * h.weight_decay_scale}]
+    else:
+        groups = [{"params": [p for _, p in named_params]}]
     if t.optimizer == "adam":
         return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
